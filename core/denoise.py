@@ -1,0 +1,213 @@
+"""Diffusion denoised smoothing: the DDS/MDDS one-shot step and DensePure's multi-step reverse (ALGORITHMS §2, §3a, §5).
+
+Pixels x ∈ [0,1]; the diffusion works in u = 2x − 1, so pixel noise σ is 2σ there. At t* (first t with
+√((1−ᾱ_t)/ᾱ_t) ≥ 2σ), √ᾱ_t*·(2(x+δ)−1) is a valid x_t* whose noise level is at least the diffusion's
+(conservative: the certified radius uses the nominal σ). The denoiser is a deterministic (one-shot) or
+seeded-stochastic (DensePure) function of x+δ, so Cohen's guarantee holds for f∘denoise.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.errors import MsrsError
+from core.smoothing import example_generator
+from models.checkpoint import load_checkpoint, load_state_dict_strict, strip_prefixes
+from models.diffusion import GaussianDiffusion, create_model_and_diffusion, resolve_path, split_diffusion_checkpoint
+
+REVERSE_STAGE = 1_000_000  # generator stage of reverse stream k: REVERSE_STAGE + k (apart from noise stages)
+SALMAN_ARCHS = ("cifar_dncnn", "cifar_dncnn_wide", "imagenet_dncnn")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(amp: str | torch.dtype | None) -> torch.dtype | None:
+    """'bf16' / 'fp16' / a dtype → that dtype; None / 'off' → None (float32)."""
+    if amp in (None, "off", "", False) or isinstance(amp, torch.dtype):
+        return amp or None
+    if amp not in AMP_DTYPES:
+        raise MsrsError(f"unknown --amp '{amp}' (use bf16, fp16 or off)")
+    return AMP_DTYPES[amp]
+
+
+def autocast(x: torch.Tensor, dtype: torch.dtype | None):
+    """Autocast on x's device when a dtype is given, else nothing."""
+    return torch.autocast(device_type=x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def t_star_for_sigma(alphas_cumprod: np.ndarray | torch.Tensor, sigma: float) -> int:
+    """First t ≥ 1 with √((1−ᾱ_t)/ᾱ_t) ≥ 2σ (σ in pixels; DDS starts its search at 1).
+
+    Cosine-4000: σ .25/.5/1 → 1158/1984/2809; linear-1000: 145/259/396.
+    """
+    ab = np.asarray(alphas_cumprod, dtype=np.float64)
+    ok = np.flatnonzero(np.sqrt((1.0 - ab[1:]) / ab[1:]) >= 2.0 * sigma)
+    if ok.size == 0:
+        raise MsrsError(f"sigma={sigma} is larger than the diffusion's largest noise level; use a smaller sigma")
+    return int(ok[0]) + 1
+
+
+class DiffusionDenoiser(nn.Module):
+    """Pixel-space denoiser x+δ → x̂0 ∈ [0,1] built on a diffusion UNet; t* is chosen once (``t_star``).
+
+    ``num_t_steps=1``: the DDS one-shot x̂0 = clip(x_t/√ᾱ − √(1/ᾱ−1)·ε, −1, 1) at t*.
+    ``num_t_steps=S>1`` (DensePure): S stochastic reverse steps on the grid round(t* − i·t*/S), i < S, with
+    betas re-derived from ᾱ at the grid points and no noise on the last step; S = 1 is the one-shot x̂0.
+    Its randomness is a ``torch.Generator`` re-seeded by ``set_example(seed, idx)`` from
+    (seed, idx, reverse_seed), so rows do not depend on batching across examples.
+    ``pad_to``: reflection-pad H, W to this size, denoise, crop back (MDDS ImageNet 224 → 256).
+    ``amp``: run the UNet under autocast ('bf16' / 'fp16'); the output is float32 either way.
+    """
+
+    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, sigma: float, num_t_steps: int = 1,
+                 pad_to: int | None = None, clip: bool = True, amp: str | torch.dtype | None = None,
+                 reverse_seed: int = 0):
+        super().__init__()
+        self.model, self.diffusion = model, diffusion
+        self.sigma, self.num_t_steps, self.pad_to, self.clip = float(sigma), int(num_t_steps), pad_to, clip
+        self.amp, self.reverse_seed = amp_dtype(amp), int(reverse_seed)
+        self.t_star = t_star_for_sigma(diffusion.alphas_cumprod, self.sigma)
+        ab = float(diffusion.alphas_cumprod[self.t_star])
+        self.sqrt_ab, self.sqrt_recip_ab, self.sqrt_recipm1_ab = math.sqrt(ab), math.sqrt(1 / ab), math.sqrt(1 / ab - 1)
+        self.t_model = diffusion.model_timesteps(torch.tensor([self.t_star]))  # what the UNet sees at t*
+        if self.num_t_steps < 1:
+            raise MsrsError(f"--num_t_steps must be >= 1, got {num_t_steps}")
+        self.t_grid = sorted({round(self.t_star - i * self.t_star / self.num_t_steps) for i in range(self.num_t_steps)})
+        if len(self.t_grid) != self.num_t_steps:
+            raise MsrsError(f"--num_t_steps {num_t_steps} exceeds t*={self.t_star} distinct timesteps; use fewer steps")
+        # a new, respaced schedule: the diffusion's own arrays are never touched (ALGORITHMS §8.9)
+        self.reverse = diffusion.respaced(self.t_grid) if self.num_t_steps > 1 else None
+        self._example: tuple[int, int] = (0, 0)
+        self._gen: torch.Generator | None = None
+
+    @property
+    def stochastic(self) -> bool:
+        return self.num_t_steps > 1
+
+    def set_example(self, seed: int, idx: int) -> None:
+        """Restart the reverse stream at (seed, idx, reverse_seed); the certify driver calls it per example."""
+        self._example, self._gen = (int(seed), int(idx)), None
+
+    def reverse_generator(self, device: torch.device, k: int | None = None) -> torch.Generator:
+        """A fresh generator of reverse stream k (default: this denoiser's reverse_seed) for the current example."""
+        k = self.reverse_seed if k is None else k
+        return example_generator(*self._example, REVERSE_STAGE + k, device)
+
+    def net(self, x_t: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
+        """The UNet (under autocast when amp is set), float32 out."""
+        with autocast(x_t, self.amp):
+            return self.model(x_t, t_model).float()
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x: noisy pixels [B,C,H,W] (x + σ·N(0,I), unclipped) → x̂0 in pixels [B,C,H,W], float32."""
+        B, C, H, W = x.shape
+        u = 2.0 * x.float() - 1.0
+        if self.pad_to is not None and (H, W) != (self.pad_to, self.pad_to):
+            ph, pw = self.pad_to - H, self.pad_to - W
+            u = F.pad(u, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
+        x_t = self.sqrt_ab * u
+        if self.reverse is None:
+            out = self.net(x_t, self.t_model.to(x.device).expand(B))[:, :C]
+            # x̂0 = x_t/√ᾱ − √(1/ᾱ − 1)·ε (or the network's x̂0 for predict_xstart models)
+            x0 = out if self.diffusion.model_mean_type == "x0" else self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out
+            x0 = x0.clamp(-1, 1) if self.clip else x0
+        else:
+            if generator is None:
+                if self._gen is None or self._gen.device != x.device:
+                    self._gen = self.reverse_generator(x.device)
+                generator = self._gen
+            x0 = x_t
+            for j in reversed(range(self.num_t_steps)):  # x0 ends as the last step's (noise-free) x̂0
+                t = torch.full((B,), j, dtype=torch.long, device=x.device)
+                x0 = self.reverse.p_sample(self.net, x0, t, generator=generator, clip_denoised=self.clip)["sample"]
+        if self.pad_to is not None and (H, W) != (self.pad_to, self.pad_to):
+            top, left = (self.pad_to - H) // 2, (self.pad_to - W) // 2
+            x0 = x0[:, :, top:top + H, left:left + W]
+        return (x0 + 1) / 2
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, t_star={self.t_star}, num_t_steps={self.num_t_steps}, pad_to={self.pad_to}"
+
+
+def majority_vote(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """labels [K,B] (one row per reverse seed) → the most frequent label per column [B]; ties → earliest seed's."""
+    counts = F.one_hot(labels, num_classes).sum(0)                      # [B, num_classes]
+    votes = counts.gather(1, labels.T)                                   # [B, K]: count of seed k's label
+    first = (votes == votes.max(1, keepdim=True).values).int().argmax(1)  # argmax returns the first maximum
+    return labels.T.gather(1, first[:, None])[:, 0]
+
+
+class DenoiseThenClassify(nn.Module):
+    """Base classifier f(D(x+δ)): pixel noisy batch [B,C,H,W] → scores [B,K] (Smooth counts their argmax).
+
+    ``denoiser``: a DiffusionDenoiser, any module noisy pixels → denoised pixels (e.g. DnCNN), or None.
+    ``reverse_seeds=K>1`` (DensePure): K runs of a stochastic denoiser with independent reverse streams
+    k = 0..K−1, majority vote of their labels per noise sample (ties → earliest seed), returned one-hot;
+    the voted label is a fixed function of (x+δ, reverse randomness), so Cohen's guarantee still holds.
+    ``amp``: run the classifier under autocast; scores are float32.
+    """
+
+    def __init__(self, denoiser: nn.Module | None, classifier: Callable[[torch.Tensor], torch.Tensor], sigma: float,
+                 reverse_seeds: int = 1, amp: str | torch.dtype | None = None):
+        super().__init__()
+        self.denoiser, self.classifier = denoiser, classifier
+        self.sigma, self.reverse_seeds, self.amp = float(sigma), int(reverse_seeds), amp_dtype(amp)
+        den_sigma = getattr(denoiser, "sigma", None)
+        if den_sigma is not None and abs(float(den_sigma) - self.sigma) > 1e-12:
+            raise MsrsError(f"denoiser was built for sigma={den_sigma}, classifier wrapper for sigma={sigma}")
+        if self.reverse_seeds > 1 and not getattr(denoiser, "stochastic", False):
+            raise MsrsError("--reverse_seeds > 1 needs a stochastic denoiser (a diffusion with --num_t_steps > 1)")
+        self._example: tuple[int, int] = (0, 0)
+        self._gens: list[torch.Generator] | None = None
+
+    def set_example(self, seed: int, idx: int) -> None:
+        """Restart every reverse stream at (seed, idx); called by the certify driver before each example."""
+        self._example, self._gens = (int(seed), int(idx)), None
+        if hasattr(self.denoiser, "set_example"):
+            self.denoiser.set_example(seed, idx)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x, self.amp):
+            return self.classifier(x).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reverse_seeds == 1:
+            return self.classify(x if self.denoiser is None else self.denoiser(x))
+        if self._gens is None or self._gens[0].device != x.device:
+            self._gens = [self.denoiser.reverse_generator(x.device, k) for k in range(self.reverse_seeds)]
+        runs = [self.classify(self.denoiser(x, generator=g)) for g in self._gens]
+        num_classes = runs[0].shape[1]
+        voted = majority_vote(torch.stack([r.argmax(1) for r in runs]), num_classes)
+        return F.one_hot(voted, num_classes).float()
+
+
+def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigma: float | None = None,
+                  trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
+                  amp: str | torch.dtype | None = None, clip: bool = True) -> nn.Module | None:
+    """``--denoiser`` → module (CPU, eval mode) mapping noisy pixels to denoised pixels, or None for 'none'.
+
+    spec: 'none', ``zoo:NAME`` or a path. Salman DnCNN files go to ``models.dncnn.load_dncnn``; diffusion
+    checkpoints (OpenAI raw state dicts need ``config``: a name or JSON file) become a DiffusionDenoiser at
+    ``sigma``. For several σ, call ``models.diffusion.load_diffusion`` once and wrap it per σ.
+    """
+    if spec is None or spec.lower() == "none":
+        return None
+    path = resolve_path(spec)
+    obj = load_checkpoint(path, trust=trust)
+    if isinstance(obj, Mapping) and (obj.get("arch") in SALMAN_ARCHS or obj.get("kind") == "dncnn"):
+        if num_t_steps != 1:
+            raise MsrsError(f"{path} is a DnCNN denoiser: --num_t_steps applies to diffusion denoisers only")
+        from models.dncnn import load_dncnn  # written separately; only needed for DnCNN files
+        return load_dncnn(obj, path).eval()
+    kwargs, sd = split_diffusion_checkpoint(obj, path, config)
+    if sigma is None:
+        raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
+    model, diffusion = create_model_and_diffusion(**kwargs)
+    load_state_dict_strict(model, strip_prefixes(sd), path)
+    return DiffusionDenoiser(model.eval(), diffusion, sigma, num_t_steps, pad_to, clip, amp).eval()

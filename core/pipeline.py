@@ -1,0 +1,243 @@
+"""What every entry script does around the math: device and AMP set-up, loading the dataset, the
+classifier and the denoiser, and running the per-example loop (progress, rows, resume, shards, merge)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from core import run as runlib
+from core.errors import MsrsError
+from core.smoothing import example_generator
+
+
+# ----------------------------------------------------------------------------------------- devices
+def resolve_device(spec: str) -> torch.device:
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if spec == "auto":
+        spec = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif spec == "cuda" and "LOCAL_RANK" in os.environ:
+        spec = f"cuda:{local_rank}"
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MsrsError("--device cuda asked for, but no CUDA device is visible; use --device cpu")
+    return dev
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "off"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+
+def set_backend_flags(device: torch.device) -> dict[str, Any]:
+    """Set (in main, never at import) and return the numerics flags recorded in the sidecar."""
+    flags: dict[str, Any] = {"device": str(device)}
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        flags.update(tf32=True, cudnn_benchmark=True, gpu=torch.cuda.get_device_name(device))
+    return flags
+
+
+class Autocast(torch.nn.Module):
+    """Runs a module under autocast (bf16/fp16) and returns float32 scores; a no-op when dtype is None."""
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype | None):
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype is None:
+            return self.module(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            return self.module(x).float()
+
+    def set_example(self, seed: int, idx: int) -> None:
+        if hasattr(self.module, "set_example"):
+            self.module.set_example(seed, idx)
+
+
+# ------------------------------------------------------------------------------------------ models
+@dataclass
+class Job:
+    args: argparse.Namespace
+    device: torch.device
+    dataset: Any
+    info: Any
+    classifier: torch.nn.Module
+    denoiser_spec: str
+    amp: torch.dtype | None
+    flags: dict[str, Any]
+    _bases: dict | None = None
+
+    def base_classifier(self, sigma: float) -> torch.nn.Module:
+        """f_sigma: noisy pixel batch -> logits (denoise-then-classify, or the classifier itself)."""
+        if self._bases is None:
+            self._bases = {}
+        if sigma not in self._bases:
+            from core.denoise import DenoiseThenClassify, load_denoiser
+            a = self.args
+            if self.denoiser_spec == "none":
+                base = self.classifier
+            else:
+                den = load_denoiser(self.denoiser_spec, config=a.denoiser_config, sigma=sigma,
+                                    trust=a.trust_checkpoint, num_t_steps=a.num_t_steps, pad_to=a.pad_to)
+                den = den.to(self.device).eval()
+                base = DenoiseThenClassify(den, self.classifier, sigma, reverse_seeds=a.reverse_seeds)
+            base = Autocast(base, self.amp).to(self.device).eval()
+            if a.compile:
+                base = torch.compile(base)
+            self._bases[sigma] = base
+        return self._bases[sigma]
+
+    def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return Autocast(self.classifier, self.amp)(x.unsqueeze(0))[0].float()
+
+    def set_example(self, idx: int) -> None:
+        for base in (self._bases or {}).values():
+            if hasattr(base, "set_example"):
+                base.set_example(self.args.seed, idx)
+
+    def generator(self, idx: int, stage: int = 0) -> torch.Generator:
+        return example_generator(self.args.seed, idx, stage, self.device)
+
+    def batch_size(self, sigma: float, n: int) -> int:
+        if self.args.batch != "auto":
+            return int(self.args.batch)
+        from core.speed import auto_batch_size
+        x, _ = self.dataset[0]
+        return auto_batch_size(self.base_classifier(sigma), tuple(x.shape), self.device, cap=n)
+
+
+def setup(args: argparse.Namespace, dataset_name: str | None = None) -> Job:
+    """Device, dataset and classifier for one run (denoisers are built lazily, per sigma)."""
+    from datasets import dataset_info, get_dataset
+    from models.classifiers import LogitMask, load_classifier
+    device = resolve_device(args.device)
+    flags = set_backend_flags(device)
+    name = dataset_name or args.dataset
+    opts = {}
+    if name == "cifar10c":
+        names = [c for c in args.corr_type.split(",") if c]
+        corruption = None if "all" in names else (names[0] if len(names) == 1 else names)
+        opts = {"corruption": corruption, "severity": args.severity}
+    elif name == "imagenet" and args.imagenet_transform == "mdds":
+        opts = {"transform": "mdds"}
+    dataset = get_dataset(name, args.split, args.data_path, **opts)
+    info = dataset_info(name)
+    classifier = load_classifier(args.classifier, arch=args.arch, num_classes=info.num_classes,
+                                 trust=args.trust_checkpoint, ema=not args.use_module)
+    if getattr(info, "class_subset", None):
+        classifier = LogitMask(classifier, info.class_subset)
+    classifier = classifier.to(device).eval()
+    return Job(args, device, dataset, info, classifier, args.denoiser, amp_dtype(args.amp, device), flags)
+
+
+def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
+    def resolve(spec: str | None) -> str | None:
+        if not spec or spec == "none":
+            return None
+        if spec.startswith("zoo:"):
+            return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "zoo",
+                                spec[4:] + ".pt")
+        if os.path.isdir(spec):
+            return os.path.join(spec, "mp_rank_00_model_states.pt")
+        return spec
+    return {"classifier": runlib.file_sha256(resolve(args.classifier)),
+            "denoiser": runlib.file_sha256(resolve(args.denoiser))}
+
+
+# ---------------------------------------------------------------------------------------- the loop
+def _world() -> tuple[int, int, bool]:
+    """(rank, world, launched by torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, world > 1
+
+
+def execute(job: Job, outfile: str, columns: list[str], process: Callable[[int, torch.Tensor, int], dict],
+            desc: str = "certify") -> str | None:
+    """Run ``process(idx, x, label) -> row`` over the selected examples and write OUTFILE.
+
+    Single process: rows go straight to OUTFILE. torchrun: each rank writes OUTFILE.part{r}of{W}; rank 0
+    merges when all are done. --shard I/N: this process writes its part only (merge with core.shards).
+    Returns the path written (the merged OUTFILE on rank 0 / single process, the part file otherwise).
+    """
+    args = job.args
+    rank, world, distributed = _world()
+    if distributed and args.shard:
+        raise MsrsError("use either torchrun or --shard I/N, not both")
+    if args.shard:
+        rank, world = runlib.parse_shard(args.shard)
+    if world > 1 and os.path.exists(outfile) and not args.resume:
+        raise MsrsError(f"{outfile} already exists: choose another OUTFILE")
+    indices = runlib.select_indices(len(job.dataset), args.start, args.skip, args.max)
+    mine = runlib.shard_indices(indices, rank, world)
+    path = runlib.part_path(outfile, rank, world)
+    writer = runlib.ResultWriter(path, columns, resume=args.resume)
+    resolved = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+    runlib.write_sidecar(path, resolved, checkpoint_hashes(args),
+                         {"flags": job.flags, "rank": rank, "world": world, "indices": mine}, resume=args.resume)
+    todo = [i for i in mine if i not in writer.done]
+    with writer, tqdm(todo, desc=f"{desc} [{rank}/{world}]" if world > 1 else desc, dynamic_ncols=True,
+                      disable=None) as bar:
+        for idx in bar:
+            x, label = job.dataset[idx]
+            x = x.to(job.device)
+            job.set_example(idx)
+            t0 = time.time()
+            row = process(idx, x, int(label))
+            if job.device.type == "cuda":
+                torch.cuda.synchronize(job.device)
+            row["time"] = runlib.format_time(time.time() - t0)
+            writer.write(row)
+    if not distributed or world == 1:
+        return path
+    import torch.distributed as dist
+    import datetime
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    dist.barrier()
+    if rank == 0:
+        if args.resume and os.path.exists(outfile):
+            os.remove(outfile)  # re-merge from the (complete) parts
+        merge_run(outfile, world)
+    dist.barrier()
+    return outfile if rank == 0 else path
+
+
+def merge_run(outfile: str, world: int, remove_parts: bool = False) -> int:
+    """Merge the W part files of OUTFILE (checking every selected index is there) and its sidecar."""
+    parts = [runlib.part_path(outfile, r, world) for r in range(world)]
+    expected, meta = [], None
+    for p in parts:
+        if os.path.exists(p + ".json"):
+            with open(p + ".json") as f:
+                m = json.load(f)
+            expected += m.get("indices", [])
+            meta = meta or m
+    n = runlib.merge_parts(outfile, parts, expected or None)
+    if meta is not None:
+        meta = dict(meta, rank=None, indices=None, merged_from=parts)
+        runlib.atomic_write_text(outfile + ".json", json.dumps(meta, indent=1, default=str) + "\n")
+    if remove_parts:
+        for p in parts:
+            for f in (p, p + ".json"):
+                if os.path.exists(f):
+                    os.remove(f)
+    return n
+
+
+def print_summary(path: str, radii: list[float]) -> None:
+    """Print the certified-accuracy table of a finished result file (the analyze.py markdown table)."""
+    from core.analysis import analyze
+    text, _, _ = analyze([path], radii=radii, fmt="markdown")
+    print(text, flush=True)

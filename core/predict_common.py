@@ -1,0 +1,59 @@
+"""The part the prediction scripts share: one dataset, or CIFAR-10-C as a directory of per-corruption
+TSVs plus an accuracy CSV (MDDS layout)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from typing import Callable
+
+import pandas as pd
+
+from core.errors import MsrsError
+from core.run import atomic_write_text
+
+
+def corruptions(corr_type: str) -> list[str]:
+    from datasets.cifar import CORRUPTIONS
+    if corr_type == "all":
+        return list(CORRUPTIONS)
+    names = [c for c in corr_type.split(",") if c]
+    bad = [c for c in names if c not in CORRUPTIONS]
+    if bad:
+        raise MsrsError(f"unknown corruption {bad[0]!r}; choose from: all, {', '.join(CORRUPTIONS)}")
+    return names
+
+
+def accuracy(path: str) -> float:
+    return float(pd.read_csv(path, sep="\t")["correct"].mean() * 100.0)
+
+
+def run_datasets(args: argparse.Namespace, run_one: Callable[[argparse.Namespace, str, str], str | None],
+                 tag: str) -> dict[str, float]:
+    """Run ``run_one(args, dataset, outfile)`` for the dataset (or each corruption) and report accuracy."""
+    results: dict[str, float] = {}
+    if args.dataset != "cifar10c":
+        path = run_one(args, args.dataset, args.outfile)
+        if path == args.outfile:
+            results[args.dataset] = accuracy(path)
+            print(f"Accuracy ({args.dataset}): {results[args.dataset]:.2f} %")
+        return results
+    outdir = args.outfile
+    if os.path.isfile(outdir):
+        raise MsrsError(f"{outdir} is a file: for cifar10c OUTFILE is a directory of per-corruption TSVs")
+    os.makedirs(outdir, exist_ok=True)
+    for corruption in corruptions(args.corr_type):
+        sub = argparse.Namespace(**{**vars(args), "corr_type": corruption})
+        out = os.path.join(outdir, f"{corruption}.tsv")
+        path = run_one(sub, "cifar10c", out)
+        if path == out:
+            results[f"cifar10c_{corruption}"] = accuracy(out)
+            print(f"Accuracy (cifar10c {corruption}, severity {args.severity}): {results[f'cifar10c_{corruption}']:.2f} %")
+    if results:
+        name = os.path.join(outdir, f"accuracy_cifar10c_{args.corr_type}_s{args.severity}_{tag}_sk{args.skip}_st{args.start}.csv")
+        rows = [[k, v] for k, v in results.items()]
+        import io
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        atomic_write_text(name, buf.getvalue())
+    return results

@@ -1,0 +1,115 @@
+"""Cohen et al. randomized smoothing: Monte-Carlo CERTIFY and PREDICT (ALGORITHMS §1).
+
+``Smooth`` wraps any callable base classifier f: [B,C,H,W] pixel-space batch (noise already added)
+-> scores [B,K]. The smoothed classifier is g(x) = argmax_c P(argmax f(x + eps) = c),
+eps ~ N(0, sigma^2 I) in pixel space. Noise is drawn on x's device from a ``torch.Generator``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core import stats
+
+ABSTAIN = -1
+
+
+def example_generator(seed: int, idx: int, stage: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one example (and cascade stage): rows never depend on sharding, order or resume."""
+    state = np.random.SeedSequence([int(seed), int(idx), int(stage)]).generate_state(2, dtype=np.uint32)
+    g = torch.Generator(device=device)
+    g.manual_seed(int(state[0]) << 31 ^ int(state[1]))
+    return g
+
+
+def certify_from_counts(counts_selection: np.ndarray, counts_estimation: np.ndarray, alpha: float,
+                        sigma: float) -> tuple[int, float, float]:
+    """Cohen's CERTIFY decision from the two independent count vectors.
+
+    cAHat = argmax of the n0 selection counts (ties -> lowest class); nA = its count among the n fresh
+    estimation samples; pABar = one-sided (1 - alpha) Clopper-Pearson lower bound.
+    Returns (cAHat or ABSTAIN, radius, pABar).
+    """
+    cAHat = int(np.argmax(counts_selection))
+    nA, n = int(counts_estimation[cAHat]), int(np.sum(counts_estimation))
+    pABar = stats.cp_lower(nA, n, alpha)
+    if pABar < 0.5:
+        return ABSTAIN, 0.0, pABar
+    return cAHat, stats.radius(sigma, pABar), pABar
+
+
+def predict_from_counts(counts: np.ndarray, alpha: float) -> int:
+    """Cohen's PREDICT: top class if the binomial test of the top-2 counts rejects at alpha, else ABSTAIN."""
+    top2 = np.argsort(-np.asarray(counts), kind="stable")[:2]
+    count1, count2 = int(counts[top2[0]]), int(counts[top2[1]]) if len(top2) > 1 else 0
+    return int(top2[0]) if stats.binom_pvalue(count1, count2) <= alpha else ABSTAIN
+
+
+class Smooth:
+    """A smoothed classifier g around a base classifier f (Cohen et al. 2019)."""
+
+    ABSTAIN = ABSTAIN
+
+    def __init__(self, base_classifier: Callable[[torch.Tensor], torch.Tensor], num_classes: int, sigma: float,
+                 seed: int = 0):
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.base_classifier = base_classifier
+        self.num_classes = num_classes
+        self.sigma = float(sigma)
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+
+    def _generator(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
+        if generator is not None:
+            return generator
+        key = str(x.device)  # a default stream per device, advancing across calls (never the global RNG)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=x.device).manual_seed(self.seed)
+        return self._generators[key]
+
+    @torch.no_grad()
+    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
+                      generator: torch.Generator | None = None) -> np.ndarray:
+        """Counts of argmax f(x + eps) over ``num`` noise draws, in batches; one host sync at the end.
+
+        x: [C,H,W] on the device where f runs. Returns int64 counts [num_classes].
+        """
+        g = self._generator(x, generator)
+        if hasattr(self.base_classifier, "eval"):
+            self.base_classifier.eval()
+        counts = torch.zeros(self.num_classes, dtype=torch.int64, device=x.device)
+        remaining = num
+        while remaining > 0:
+            bs = min(batch_size, remaining)
+            remaining -= bs
+            noise = torch.randn((bs, *x.shape), generator=g, device=x.device, dtype=x.dtype)
+            batch = x.unsqueeze(0) + noise * self.sigma
+            predictions = self.base_classifier(batch).argmax(1)
+            counts += torch.bincount(predictions, minlength=self.num_classes)[: self.num_classes]
+        return counts.cpu().numpy()
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                generator: torch.Generator | None = None) -> tuple[int, float]:
+        """CERTIFY: with probability >= 1 - alpha over the sampling, if the returned class is not
+        ABSTAIN then g(x + delta) equals it for every ||delta||_2 < radius.
+
+        The n0 selection samples pick cAHat; n *fresh* samples estimate pA (never reused).
+        """
+        counts_selection = self.sample_counts(x, n0, batch_size, generator)
+        counts_estimation = self.sample_counts(x, n, batch_size, generator)
+        cAHat, radius, _ = certify_from_counts(counts_selection, counts_estimation, alpha, self.sigma)
+        return cAHat, radius
+
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
+                generator: torch.Generator | None = None) -> int:
+        """PREDICT: returns g(x) or ABSTAIN; a wrong non-abstaining answer has probability <= alpha."""
+        return predict_from_counts(self.sample_counts(x, n, batch_size, generator), alpha)
+
+    def certify_adaptive(self, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
+                         generator: torch.Generator | None = None, **kwargs) -> tuple[int, float, int]:
+        """Sample-efficient CERTIFY (anytime-valid; same overall alpha): see ``core.adaptive``."""
+        from core.adaptive import certify_adaptive
+        return certify_adaptive(self, x, n0, n_max, alpha, batch_size, generator, **kwargs)
