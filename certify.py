@@ -38,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> str | None:
     cli.check_args(args)
     sigmas = cli.sigmas_from_args(args)
+    pipeline.check_outfile(args.outfile, args.resume)
     job = pipeline.setup(args)
     columns = list(SINGLE_COLUMNS if len(sigmas) == 1 else CASCADE_COLUMNS)
     if args.adaptive:

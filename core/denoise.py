@@ -1,4 +1,4 @@
-"""Diffusion denoised smoothing: the DDS/MDDS one-shot step and DensePure's multi-step reverse (ALGORITHMS §2, §3a, §5).
+"""Diffusion denoised smoothing: DDS/MDDS one-shot x̂0 and DensePure's multi-step reverse (ALGORITHMS §2, §3a, §5).
 
 Pixels x ∈ [0,1]; the diffusion works in u = 2x − 1, so pixel noise σ is 2σ there. At t* (first t with
 √((1−ᾱ_t)/ᾱ_t) ≥ 2σ), √ᾱ_t*·(2(x+δ)−1) is a valid x_t* whose noise level is at least the diffusion's
@@ -115,7 +115,8 @@ class DiffusionDenoiser(nn.Module):
         if self.reverse is None:
             out = self.net(x_t, self.t_model.to(x.device).expand(B))[:, :C]
             # x̂0 = x_t/√ᾱ − √(1/ᾱ − 1)·ε (or the network's x̂0 for predict_xstart models)
-            x0 = out if self.diffusion.model_mean_type == "x0" else self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out
+            eps_model = self.diffusion.model_mean_type == "eps"
+            x0 = self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out if eps_model else out
             x0 = x0.clamp(-1, 1) if self.clip else x0
         else:
             if generator is None:

@@ -157,6 +157,12 @@ def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------- the loop
+def check_outfile(outfile: str, resume: bool) -> None:
+    """Fail before any model is loaded if OUTFILE exists and --resume was not given."""
+    if os.path.exists(outfile) and not resume:
+        raise MsrsError(f"{outfile} already exists: pass --resume to continue it, or choose another OUTFILE")
+
+
 def _world() -> tuple[int, int, bool]:
     """(rank, world, launched by torchrun)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

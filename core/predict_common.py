@@ -33,6 +33,8 @@ def run_datasets(args: argparse.Namespace, run_one: Callable[[argparse.Namespace
     """Run ``run_one(args, dataset, outfile)`` for the dataset (or each corruption) and report accuracy."""
     results: dict[str, float] = {}
     if args.dataset != "cifar10c":
+        from core.pipeline import check_outfile
+        check_outfile(args.outfile, args.resume)
         path = run_one(args, args.dataset, args.outfile)
         if path == args.outfile:
             results[args.dataset] = accuracy(path)

@@ -101,12 +101,14 @@ class GaussianDiffusion:
         """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε."""
         noise = _randn(x_start, generator) if noise is None else noise
         n = x_start.ndim
-        return _extract(self.sqrt_alphas_cumprod, t, n) * x_start + _extract(self.sqrt_one_minus_alphas_cumprod, t, n) * noise
+        return (_extract(self.sqrt_alphas_cumprod, t, n) * x_start
+                + _extract(self.sqrt_one_minus_alphas_cumprod, t, n) * noise)
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x̂_0 = x_t/√ᾱ_t − √(1/ᾱ_t − 1) ε."""
         n = x_t.ndim
-        return _extract(self.sqrt_recip_alphas_cumprod, t, n) * x_t - _extract(self.sqrt_recipm1_alphas_cumprod, t, n) * eps
+        return (_extract(self.sqrt_recip_alphas_cumprod, t, n) * x_t
+                - _extract(self.sqrt_recipm1_alphas_cumprod, t, n) * eps)
 
     def predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
         n = x_t.ndim

@@ -87,7 +87,8 @@ class ResBlock(TimestepBlock):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm, self.use_checkpoint = use_scale_shift_norm, use_checkpoint
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         if up:
             self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
