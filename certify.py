@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> str | None:
     cli.check_args(args)
     sigmas = cli.sigmas_from_args(args)
     pipeline.check_outfile(args.outfile, args.resume)
-    job = pipeline.setup(args)
+    job = pipeline.setup(args, sigmas)
     columns = list(SINGLE_COLUMNS if len(sigmas) == 1 else CASCADE_COLUMNS)
     if args.adaptive:
         columns.insert(columns.index("time"), "n_used")

@@ -29,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
-    job = pipeline.setup(args, dataset)
+    job = pipeline.setup(args, [args.sigma], dataset)
     smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma)
     batch = job.batch_size(args.sigma, args.N)
 

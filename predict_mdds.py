@@ -30,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     sigmas = cli.sigmas_from_args(args)
-    job = pipeline.setup(args, dataset)
+    job = pipeline.setup(args, sigmas, dataset)
     ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p)
     batch = min(job.batch_size(s, args.N) for s in sigmas)
 

@@ -188,14 +188,15 @@ class DenoiseThenClassify(nn.Module):
         return F.one_hot(voted, num_classes).float()
 
 
-def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigma: float | None = None,
-                  trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
-                  amp: str | torch.dtype | None = None, clip: bool = True) -> nn.Module | None:
-    """``--denoiser`` → module (CPU, eval mode) mapping noisy pixels to denoised pixels, or None for 'none'.
+def load_denoisers(spec: str, sigmas: list[float], config: str | Mapping[str, Any] | None = None,
+                   trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
+                   amp: str | torch.dtype | None = None, clip: bool = True) -> dict[float, nn.Module] | None:
+    """``--denoiser`` → {sigma: module (CPU, eval) mapping noisy pixels to denoised pixels}, or None for 'none'.
 
-    spec: 'none', ``zoo:NAME`` or a path. Salman DnCNN files go to ``models.dncnn.load_dncnn``; diffusion
-    checkpoints (OpenAI raw state dicts need ``config``: a name or JSON file) become a DiffusionDenoiser at
-    ``sigma``. For several σ, call ``models.diffusion.load_diffusion`` once and wrap it per σ.
+    The checkpoint is read once and one network is shared by every sigma (a cascade over an ImageNet
+    UNet holds it once). spec: 'none', ``zoo:NAME`` or a path. Salman DnCNN files go to
+    ``models.dncnn.load_dncnn`` (one denoiser for every sigma); diffusion checkpoints (OpenAI raw state
+    dicts need ``config``: a name or JSON file) become one DiffusionDenoiser per sigma.
     """
     if spec is None or spec.lower() == "none":
         return None
@@ -204,11 +205,26 @@ def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigm
     if isinstance(obj, Mapping) and (obj.get("arch") in SALMAN_ARCHS or obj.get("kind") == "dncnn"):
         if num_t_steps != 1:
             raise MsrsError(f"{path} is a DnCNN denoiser: --num_t_steps applies to diffusion denoisers only")
-        from models.dncnn import load_dncnn  # written separately; only needed for DnCNN files
-        return load_dncnn(obj, path).eval()
+        from models.dncnn import load_dncnn
+        dncnn = load_dncnn(obj, path).eval()
+        return {float(s): dncnn for s in sigmas}
     kwargs, sd = split_diffusion_checkpoint(obj, path, config)
-    if sigma is None:
-        raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
     model, diffusion = create_model_and_diffusion(**kwargs)
     load_state_dict_strict(model, strip_prefixes(sd), path)
-    return DiffusionDenoiser(model.eval(), diffusion, sigma, num_t_steps, pad_to, clip, amp).eval()
+    model.eval()
+    return {float(s): DiffusionDenoiser(model, diffusion, s, num_t_steps, pad_to, clip, amp).eval() for s in sigmas}
+
+
+def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigma: float | None = None,
+                  trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
+                  amp: str | torch.dtype | None = None, clip: bool = True) -> nn.Module | None:
+    """One sigma's denoiser (see ``load_denoisers``); ``sigma`` is needed for diffusion checkpoints."""
+    if spec is None or spec.lower() == "none":
+        return None
+    if sigma is None:
+        path = resolve_path(spec)
+        obj = load_checkpoint(path, trust=trust)
+        if not (isinstance(obj, Mapping) and (obj.get("arch") in SALMAN_ARCHS or obj.get("kind") == "dncnn")):
+            raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
+        sigma = 0.0
+    return load_denoisers(spec, [sigma], config, trust, num_t_steps, pad_to, amp, clip)[float(sigma)]

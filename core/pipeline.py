@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from core import cli
 from core import run as runlib
 from core.errors import MsrsError
 from core.smoothing import example_generator
@@ -76,21 +77,29 @@ class Job:
     denoiser_spec: str
     amp: torch.dtype | None
     flags: dict[str, Any]
+    sigmas: list[float]
     _bases: dict | None = None
+    _denoisers: dict | None = None
 
     def base_classifier(self, sigma: float) -> torch.nn.Module:
         """f_sigma: noisy pixel batch -> logits (denoise-then-classify, or the classifier itself)."""
+        from core.denoise import DenoiseThenClassify, load_denoisers
+        a = self.args
         if self._bases is None:
             self._bases = {}
         if sigma not in self._bases:
-            from core.denoise import DenoiseThenClassify, load_denoiser
-            a = self.args
             if self.denoiser_spec == "none":
                 base = self.classifier
             else:
-                den = load_denoiser(self.denoiser_spec, config=a.denoiser_config, sigma=sigma,
-                                    trust=a.trust_checkpoint, num_t_steps=a.num_t_steps, pad_to=a.pad_to)
-                den = den.to(self.device).eval()
+                # one denoiser per sigma the run uses, sharing one network (loaded once)
+                if self._denoisers is None or sigma not in self._denoisers:
+                    self._denoisers = load_denoisers(self.denoiser_spec, self.sigmas, config=a.denoiser_config,
+                                                     trust=a.trust_checkpoint, num_t_steps=a.num_t_steps,
+                                                     pad_to=a.pad_to)
+                    if self.device.type == "cuda":
+                        for d in self._denoisers.values():
+                            d.to(memory_format=torch.channels_last)
+                den = self._denoisers[sigma].to(self.device).eval()
                 base = DenoiseThenClassify(den, self.classifier, sigma, reverse_seeds=a.reverse_seeds)
             base = Autocast(base, self.amp).to(self.device).eval()
             if a.compile:
@@ -118,7 +127,7 @@ class Job:
         return auto_batch_size(self.base_classifier(sigma), tuple(x.shape), self.device, cap=n)
 
 
-def setup(args: argparse.Namespace, dataset_name: str | None = None) -> Job:
+def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | None = None) -> Job:
     """Device, dataset and classifier for one run (denoisers are built lazily, per sigma)."""
     from datasets import dataset_info, get_dataset
     from models.classifiers import LogitMask, load_classifier
@@ -139,7 +148,8 @@ def setup(args: argparse.Namespace, dataset_name: str | None = None) -> Job:
     if getattr(info, "class_subset", None):
         classifier = LogitMask(classifier, info.class_subset)
     classifier = classifier.to(device).eval()
-    return Job(args, device, dataset, info, classifier, args.denoiser, amp_dtype(args.amp, device), flags)
+    return Job(args, device, dataset, info, classifier, args.denoiser, amp_dtype(args.amp, device), flags,
+               sorted(sigmas, reverse=True))
 
 
 def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
@@ -182,7 +192,7 @@ def execute(job: Job, outfile: str, columns: list[str], process: Callable[[int, 
     if distributed and args.shard:
         raise MsrsError("use either torchrun or --shard I/N, not both")
     if args.shard:
-        rank, world = runlib.parse_shard(args.shard)
+        rank, world = cli.parse_shard(args.shard)
     if world > 1 and os.path.exists(outfile) and not args.resume:
         raise MsrsError(f"{outfile} already exists: choose another OUTFILE")
     indices = runlib.select_indices(len(job.dataset), args.start, args.skip, args.max)
