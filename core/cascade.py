@@ -36,6 +36,26 @@ class CascadeResult:
     counts: list = field(default_factory=list, repr=False)
 
 
+def stage_alpha(alpha: float, k: int) -> float:
+    """The level of stage k (0-based, descending sigma): alpha_k = alpha / (k + 1)."""
+    return alpha / (k + 1)
+
+
+def offclass_radius(sigma_j: float, counts_j: np.ndarray, c: int, alpha: float, p0: float = 0.5) -> float:
+    """MDDS r_j = sigma_j (Phi^-1(pBUpper_j) - Phi^-1(p0)) of an earlier stage j for the certified class c:
+    within radius -r_j no class other than c reaches p0 at sigma_j (pBUpper_j bounded at alpha)."""
+    return stats.radius(sigma_j, stats.offclass_upper(counts_j, c, alpha), p0)
+
+
+def capped_result(c: int, R: float, r_neg: float, k: int, sigma: float, n_used: int, counts: list) -> CascadeResult:
+    """Certify c at stage k with radius R capped by the earlier stages, R <- min(R, -r_neg); a cap that
+    makes R negative turns the output into ABSTAIN with radius 0 (stage and r_neg kept)."""
+    R = min(R, -r_neg)
+    if R < 0:
+        return CascadeResult(ABSTAIN, 0.0, k, sigma, r_neg, n_used, counts)
+    return CascadeResult(c, R, k, sigma, r_neg, n_used, counts)
+
+
 def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[float], alpha: float,
                    p0: float = 0.5) -> CascadeResult:
     """The MDDS cascaded CERTIFY on counts drawn lazily by ``sample_stage(k)`` (sigmas descending).
@@ -53,19 +73,14 @@ def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[floa
     for k, sigma in enumerate(sigmas):
         sc = sample_stage(k)
         n_used += int(sc.selection.sum() + sc.estimation.sum())
-        alpha_k = alpha / (k + 1)
+        alpha_k = stage_alpha(alpha, k)
         cAHat = int(np.argmax(sc.selection))  # ties -> lowest class index
         n = int(sc.estimation.sum())
         p_lower, p_upper = stats.cp_bounds(int(sc.estimation[cAHat]), n, alpha_k)
         if p_lower >= p0:
-            R = stats.radius(sigma, p_lower, p0)
             r_neg = max([stats.NO_EARLIER_STAGE] +
-                        [stats.radius(sigmas[j], stats.offclass_upper(prev.estimation, cAHat, alpha_k), p0)
-                         for j, prev in enumerate(seen)])
-            R = min(R, -r_neg)
-            if R < 0:
-                return CascadeResult(ABSTAIN, 0.0, k, sigma, r_neg, n_used, seen + [sc])
-            return CascadeResult(cAHat, R, k, sigma, r_neg, n_used, seen + [sc])
+                        [offclass_radius(sigmas[j], prev.estimation, cAHat, alpha_k, p0) for j, prev in enumerate(seen)])
+            return capped_result(cAHat, stats.radius(sigma, p_lower, p0), r_neg, k, sigma, n_used, seen + [sc])
         if p_upper >= p0:
             return CascadeResult(UNDECIDED, 0.0, k, sigma, stats.NO_EARLIER_STAGE, n_used, seen + [sc])
         seen.append(sc)

@@ -143,6 +143,13 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
         opts = {"transform": "mdds"}
     dataset = get_dataset(name, args.split, args.data_path, **opts)
     info = dataset_info(name)
+    if args.classifier.startswith("querylog:"):  # answers of a black-box classifier to logged queries
+        from core.blackbox import LogReplay
+        if args.denoiser != "none" or len(sigmas) != 1:
+            raise MsrsError("a querylog: classifier answered the noisy queries of one sigma: use one sigma "
+                            "and --denoiser none")
+        return Job(args, device, dataset, info, LogReplay(args.classifier[len("querylog:"):], info.num_classes),
+                   "none", None, flags, sorted(sigmas, reverse=True))
     classifier = load_classifier(args.classifier, arch=args.arch, num_classes=info.num_classes,
                                  trust=args.trust_checkpoint, ema=not args.use_module)
     if getattr(info, "class_subset", None):

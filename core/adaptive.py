@@ -1,0 +1,294 @@
+"""Sample-efficient CERTIFY (``--adaptive``, ALGORITHMS §7b): draw the estimation samples in growing
+rounds and stop as soon as the certified radius is settled on an evaluation grid of radii.
+
+**Looks.** Estimation draws are examined only at a fixed, data-independent schedule of sample sizes
+n_1 < n_2 < ... < n_L = n_max (``look_schedule``: geometric), and the one-sided level alpha is split over
+them: look l uses alpha_l = w_l * alpha with sum_l w_l <= 1 (``look_weights``: half of alpha on the last
+look, where the samples are, the other half spread evenly over the earlier ones).
+
+**Soundness (one sigma).** cAHat comes from n0 selection draws that are never reused, so given cAHat the
+estimation draws are iid Bernoulli(pA). At each look l, pABar_l = Clopper-Pearson lower bound of nA_l
+out of n_l at alpha_l, and P(pABar_l > pA) <= alpha_l because n_l is fixed in advance. The reported
+bound is max_{l <= tau} pABar_l at the look tau where sampling stopped; it exceeds pA only if the bound
+of some look does, which has probability <= sum_l alpha_l <= alpha by the union bound, *whatever the
+stopping rule* (tau may depend on everything seen). So the certificate (cAHat, sigma Phi^-1(pABar))
+holds with probability >= 1 - alpha, exactly as CERTIFY's. The radius is the exact bound at stopping,
+never rounded to the grid.
+
+**Stopping rule** (it only decides how many samples are drawn; soundness never uses it). A quantity
+being certified (a radius R) is *settled* when the next grid radius above it cannot be reached even
+optimistically: if the true proportion were the current upper bound pUpper, the last look (n_max draws
+at alpha_L) would still give a bound whose radius is below that grid radius (``_project_lower``). Then
+sampling stops; it also stops at the top of the grid and at n_max. With R < 0 (not certified) the next
+grid radius is 0, so a clearly abstaining input (pUpper well below 1/2) stops at the first looks.
+The default grid is 0, .25, .5, ... up to the largest radius n_max draws can certify at alpha_L.
+
+**Cascade (MDDS, ALGORITHMS §3b).** Stage k runs at alpha_k = alpha / (k + 1) as in
+``core.cascade.cascade_decide``, itself split over the looks. At each look of stage k:
+pLower >= p0 -> certify cAHat (keep sampling while the capped radius can still reach the next grid
+radius); pUpper < p0 -> the stage confidently abstains: leave it now and go on to the next sigma;
+otherwise keep sampling, and end UNDECIDED at n_max or as soon as neither certifying nor abstaining
+can be proven even optimistically. The cap min_j(-r_j) uses every earlier stage j's off-class upper
+bound (``stats.offclass_upper``) on the counts of stage j *at the look l_j where it now stands*, at
+level alpha_k * w_{l_j}. l_j is a data-dependent stopping time (stage j left early when it clearly
+abstained, and is sampled further, lazily, when its cap is what keeps the certified radius below the
+next grid radius and more draws could lift it), so the bound must be anytime-valid: for a fixed class
+c (c comes from stage k's selection draws, independent of stage j's draws) and a fixed look l, the
+Goodman bound on the n_l counts fails w.p. <= alpha_k * w_l, and the bound at l_j fails only if the
+bound of some look does: probability <= sum_l alpha_k * w_l <= alpha_k. So every fixed-n bound of the
+fixed cascade (stage k's lower bound, each earlier stage's off-class bound, all at alpha_k) is replaced
+by an anytime-valid one at the same level, and the adaptive cascade keeps the fixed cascade's
+guarantee. (The certificate's correctness needs only those bounds: whether stage j "confidently
+abstained" is not used, so resuming stage j later is harmless.)
+
+Samples are drawn through callables ``sample(num) -> counts`` that continue one noise stream
+(``Smooth.sample_counts`` with the same generator), so the decision code runs on scripted counts too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from core import stats
+from core.cascade import UNDECIDED, CascadeResult, StageCounts, capped_result, offclass_radius, stage_alpha
+from core.smoothing import ABSTAIN
+
+FIRST_LOOK = 256       # estimation draws at the first look
+GROWTH = 2.0           # each look multiplies the draws so far by this factor (the last one is n_max)
+FINAL_SHARE = 0.5      # share of alpha spent on the last look (the rest evenly over the earlier looks)
+GRID_STEP = 0.25       # default evaluation grid: 0, .25, .5, ...
+
+Sampler = Callable[[int], np.ndarray]
+
+
+def look_schedule(n_max: int, first_look: int = FIRST_LOOK, growth: float = GROWTH) -> list[int]:
+    """Cumulative estimation sample sizes of the looks: first_look * growth^l while below n_max, then n_max."""
+    if n_max < 1 or first_look < 1 or not growth > 1:
+        raise ValueError(f"need n_max >= 1, first_look >= 1, growth > 1; got {n_max}, {first_look}, {growth}")
+    looks, n = [], int(first_look)
+    while n < n_max:
+        looks.append(n)
+        n = max(n + 1, math.ceil(n * growth))
+    return looks + [int(n_max)]
+
+
+def look_weights(num_looks: int, final_share: float = FINAL_SHARE) -> list[float]:
+    """Shares w_l of alpha per look, summing to <= 1: final_share on the last, the rest evenly before."""
+    if num_looks < 1 or not 0 < final_share <= 1:
+        raise ValueError(f"need num_looks >= 1 and final_share in (0, 1]; got {num_looks}, {final_share}")
+    if num_looks == 1:
+        w = [1.0]
+    else:
+        w = [(1 - final_share) / (num_looks - 1)] * (num_looks - 1) + [final_share]
+    return [x * (1 - 1e-9) for x in w]  # float rounding must never push the sum above 1
+
+
+def default_radius_grid(sigma: float, n_max: int, alpha_last: float, p0: float = 0.5,
+                        step: float = GRID_STEP) -> np.ndarray:
+    """0, step, 2 step, ... up to the largest radius that n_max draws (all hits) certify at alpha_last."""
+    r_max = stats.radius(sigma, stats.cp_lower(n_max, n_max, alpha_last), p0)
+    return np.arange(0.0, max(r_max, 0.0) + 1e-12, step)
+
+
+def _next_grid(grid: np.ndarray, r: float) -> float | None:
+    """The smallest grid radius above r (what sampling further could still gain), None past the top."""
+    above = grid[grid > r]
+    return float(above[0]) if len(above) else None
+
+
+def _project_lower(p_upper: float, n: int, alpha: float) -> float:
+    """The lower bound n draws at alpha would give if the true proportion were p_upper (optimistic)."""
+    return stats.cp_lower(min(n, math.ceil(p_upper * n)), n, alpha)
+
+
+def _project_upper(p_lower: float, n: int, alpha: float) -> float:
+    """The upper bound n draws at alpha would give if the true proportion were p_lower (optimistic)."""
+    return stats.cp_upper(max(0, math.floor(p_lower * n)), n, alpha)
+
+
+class SequentialStage:
+    """One sigma's draws: n0 selection draws pick cAHat, then estimation draws up to each look.
+
+    ``pLower``/``pUpper`` are cAHat's bounds intersected over the looks so far (look l at alpha * w_l),
+    valid simultaneously with probability >= 1 - alpha (see the module docstring).
+    """
+
+    def __init__(self, sample: Sampler, sigma: float, n0: int, looks: Sequence[int], weights: Sequence[float],
+                 alpha: float):
+        if n0 < 1:
+            raise ValueError(f"need n0 >= 1 selection draws, got {n0}")
+        self.sample, self.sigma, self.looks, self.weights, self.alpha = sample, sigma, list(looks), list(weights), alpha
+        self.selection = np.asarray(sample(n0), dtype=np.int64)
+        self.cAHat = int(np.argmax(self.selection))  # ties -> lowest class index
+        self.estimation = np.zeros_like(self.selection)
+        self.look = -1
+        self.pLower, self.pUpper = 0.0, 1.0
+        self.advance()
+
+    @property
+    def n(self) -> int:
+        return int(self.estimation.sum())
+
+    @property
+    def n_used(self) -> int:
+        return int(self.selection.sum()) + self.n
+
+    @property
+    def done(self) -> bool:
+        return self.look == len(self.looks) - 1
+
+    def level(self, alpha: float | None = None, look: int | None = None) -> float:
+        """One-sided level of a bound computed at a look: alpha (default the stage's) times that look's share."""
+        return (self.alpha if alpha is None else alpha) * self.weights[self.look if look is None else look]
+
+    def advance(self) -> None:
+        """Draw up to the next look and tighten cAHat's bounds."""
+        self.look += 1
+        self.estimation = self.estimation + np.asarray(self.sample(self.looks[self.look] - self.n), dtype=np.int64)
+        lo, hi = stats.cp_bounds(int(self.estimation[self.cAHat]), self.n, self.level())
+        self.pLower, self.pUpper = max(self.pLower, lo), min(self.pUpper, hi)
+
+    def radius(self, p0: float) -> tuple[float, float]:
+        """(certified radius now, best radius reachable by n_max optimistically); negative: not certified."""
+        now = stats.radius(self.sigma, self.pLower, p0)
+        if self.done:
+            return now, now
+        best = _project_lower(self.pUpper, self.looks[-1], self.level(look=-1))
+        return now, max(now, stats.radius(self.sigma, best, p0))
+
+    def can_abstain(self, p0: float) -> bool:
+        """Could pUpper still fall below p0 by n_max (optimistically)?"""
+        return self.pUpper < p0 or (not self.done and
+                                    _project_upper(self.pLower, self.looks[-1], self.level(look=-1)) < p0)
+
+    def offclass_radius(self, c: int, alpha: float, p0: float) -> tuple[float, float]:
+        """(r_j now, smallest r_j reachable by n_max optimistically): the MDDS off-class radius of class c
+        on these counts at the current look, bounded at alpha * w_look (anytime-valid at alpha)."""
+        now = offclass_radius(self.sigma, self.estimation, c, self.level(alpha), p0)
+        if self.done:
+            return now, now
+        top_other = int(np.delete(self.estimation, c).max(initial=0))
+        best = _project_upper(stats.cp_lower(top_other, self.n, self.level(alpha)), self.looks[-1],
+                              self.level(alpha, -1))
+        return now, min(now, stats.radius(self.sigma, best, p0))
+
+    def counts(self) -> StageCounts:
+        return StageCounts(self.selection, self.estimation)
+
+
+def _settle(components: list[tuple[float, float, SequentialStage]], grid: np.ndarray) -> list[SequentialStage]:
+    """The stages to sample further, or [] when the reported radius min(now) is settled on the grid.
+
+    components: (radius now, best reachable radius, stage whose draws move it). The radius is settled when
+    there is no grid radius above it, or when a component below that grid radius cannot reach it.
+    """
+    target = _next_grid(grid, min(now for now, _, _ in components))
+    if target is None:
+        return []
+    binding = [(best, stage) for now, best, stage in components if now < target]
+    if any(best < target for best, _ in binding):
+        return []
+    return list({id(stage): stage for _, stage in binding}.values())
+
+
+def _schedule(n_max: int, first_look: int, growth: float, final_share: float) -> tuple[list[int], list[float]]:
+    looks = look_schedule(n_max, first_look, growth)
+    return looks, look_weights(len(looks), final_share)
+
+
+def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha: float,
+                       radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
+                       growth: float = GROWTH, final_share: float = FINAL_SHARE) -> tuple[int, float, int]:
+    """Sequential CERTIFY on counts drawn by ``sample(num)`` (one stream): (cAHat or ABSTAIN, radius, n_used).
+
+    With probability >= 1 - alpha, a non-abstaining answer's class is g(x + delta) for ||delta|| < radius.
+    n_used = n0 + estimation draws (<= n0 + n_max).
+    """
+    looks, weights = _schedule(n_max, first_look, growth, final_share)
+    grid = (default_radius_grid(sigma, n_max, alpha * weights[-1]) if radius_grid is None
+            else np.sort(np.asarray(radius_grid, dtype=float)))
+    stage = SequentialStage(sample, sigma, n0, looks, weights, alpha)
+    while not stage.done and _settle([(*stage.radius(0.5), stage)], grid):
+        stage.advance()
+    if stage.pLower < 0.5:
+        return ABSTAIN, 0.0, stage.n_used
+    return stage.cAHat, stats.radius(sigma, stage.pLower), stage.n_used
+
+
+def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0: int, n_max: int, alpha: float,
+                       p0: float = 0.5, radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
+                       growth: float = GROWTH, final_share: float = FINAL_SHARE) -> CascadeResult:
+    """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
+
+    Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
+    sampled further after it was left, to tighten its off-class cap. Result as ``cascade_decide``'s.
+    """
+    looks, weights = _schedule(n_max, first_look, growth, final_share)
+    grid = (default_radius_grid(sigmas[0], n_max, alpha * weights[-1], p0) if radius_grid is None
+            else np.sort(np.asarray(radius_grid, dtype=float)))
+    seen: list[SequentialStage] = []
+
+    def n_used() -> int:
+        return sum(s.n_used for s in seen)
+
+    def all_counts() -> list[StageCounts]:
+        return [s.counts() for s in seen]
+
+    for k, sigma in enumerate(sigmas):
+        alpha_k = stage_alpha(alpha, k)
+        stage = SequentialStage(samplers[k], sigma, n0, looks, weights, alpha_k)
+        earlier, seen = list(seen), seen + [stage]
+        c = stage.cAHat
+        while True:
+            if stage.pLower >= p0:  # certifies c: sample on while the capped radius can reach the next grid radius
+                caps = [(-now, -best, prev) for prev in earlier for now, best in [prev.offclass_radius(c, alpha_k, p0)]]
+                step = _settle([(*stage.radius(p0), stage)] + caps, grid)
+                if not step:
+                    r_neg = max([stats.NO_EARLIER_STAGE] +
+                                [offclass_radius(prev.sigma, prev.estimation, c, prev.level(alpha_k), p0)
+                                 for prev in earlier])
+                    return capped_result(c, stats.radius(sigma, stage.pLower, p0), r_neg, k, sigma, n_used(),
+                                         all_counts())
+                for s in step:
+                    s.advance()
+                continue
+            if stage.pUpper < p0:  # confidently abstains: leave the stage now
+                break
+            _, best = stage.radius(p0)
+            if stage.done or (best < 0 and not stage.can_abstain(p0)):
+                return CascadeResult(UNDECIDED, 0.0, k, sigma, stats.NO_EARLIER_STAGE, n_used(), all_counts())
+            stage.advance()
+    return CascadeResult(ABSTAIN, 0.0, len(sigmas) - 1, sigmas[-1], stats.NO_EARLIER_STAGE, n_used(), all_counts())
+
+
+def certify_adaptive(smooth, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
+                     generator: torch.Generator | None = None, **kwargs) -> tuple[int, float, int]:
+    """``Smooth.certify_adaptive``: sequential CERTIFY of ``smooth`` at x ([C,H,W]), one noise stream.
+
+    kwargs: radius_grid, first_look, growth, final_share (see ``sequential_certify``).
+    """
+    def sample(num: int) -> np.ndarray:
+        return smooth.sample_counts(x, num, batch_size, generator)
+    return sequential_certify(sample, smooth.sigma, n0, n_max, alpha, **kwargs)
+
+
+def cascade_certify_adaptive(ms, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
+                             generator=None, **kwargs) -> CascadeResult:
+    """``MultiScaleSmooth.certify_adaptive``: sequential cascade of ``ms`` at x.
+
+    generator: None, a torch.Generator shared by the stages, or a callable k -> Generator, called once per
+    stage (a resumed stage must continue its stream, never restart it).
+    """
+    gens: dict[int, torch.Generator | None] = {}
+
+    def sampler(k: int) -> Sampler:
+        def sample(num: int) -> np.ndarray:
+            if k not in gens:
+                gens[k] = ms._stage_generator(x, generator, k)
+            return ms.smooths[k].sample_counts(x, num, batch_size, gens[k])
+        return sample
+    return sequential_cascade([sampler(k) for k in range(len(ms.sigmas))], ms.sigmas, n0, n_max, alpha, ms.p0,
+                              **kwargs)
