@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from core import cli, pipeline
-from core.cascade import MultiScaleSmooth, stage_generators
+from core.cascade import MultiScaleSmooth
 from core.stats import floor_radius
 from core.smoothing import Smooth
 
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> str | None:
     adaptive_kw = {"radius_grid": args.radius_grid} if args.radius_grid else {}
 
     if len(sigmas) == 1:
-        smooth = Smooth(job.base_classifier(sigmas[0]), job.info.num_classes, sigmas[0])
+        smooth = Smooth(job.base_classifier(sigmas[0]), job.info.num_classes, sigmas[0], split=job.split)
         batch = job.batch_size(sigmas[0], args.N)
 
         def process(idx, x, label):
@@ -60,11 +60,12 @@ def main(args: argparse.Namespace) -> str | None:
                 row["n_used"] = n_used
             return row
     else:
-        ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p)
+        ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
+                              split=job.split)
         batch = min(job.batch_size(s, args.N) for s in sigmas)
 
         def process(idx, x, label):
-            gens = stage_generators(args.seed, idx, job.device)
+            gens = job.stage_generators(idx)
             if args.adaptive:
                 res = ms.certify_adaptive(x, args.N0, args.N, args.alpha, batch, gens, **adaptive_kw)
             else:

@@ -30,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     job = pipeline.setup(args, [args.sigma], dataset)
-    smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma)
+    smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma, split=job.split)
     batch = job.batch_size(args.sigma, args.N)
 
     def process(idx, x, label):

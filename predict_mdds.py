@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from core import cli, pipeline, predict_common
-from core.cascade import MultiScaleSmooth, stage_generators
+from core.cascade import MultiScaleSmooth
 
 COLUMNS = ["idx", "label", "pred0", "predict", "correct", "time", "stage", "c_max"]
 
@@ -31,12 +31,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     sigmas = cli.sigmas_from_args(args)
     job = pipeline.setup(args, sigmas, dataset)
-    ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p)
+    ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
+                          split=job.split)
     batch = min(job.batch_size(s, args.N) for s in sigmas)
 
     def process(idx, x, label):
         logits = job.clean_logits(x)
-        res = ms.predict_detailed(x, args.N, batch, stage_generators(args.seed, idx, job.device),
+        res = ms.predict_detailed(x, args.N, batch, job.stage_generators(idx),
                                   clean_logits=logits, unif_w=args.unif_w)
         return dict(idx=idx, label=label, pred0=res.pred0, predict=res.prediction,
                     correct=int(res.prediction == label), stage=res.stage,

@@ -60,6 +60,7 @@ FIRST_LOOK = 256       # estimation draws at the first look
 GROWTH = 2.0           # each look multiplies the draws so far by this factor (the last one is n_max)
 FINAL_SHARE = 0.5      # share of alpha spent on the last look (the rest evenly over the earlier looks)
 GRID_STEP = 0.25       # default evaluation grid: 0, .25, .5, ...
+FUTILITY = 1e-4        # one-sided level of the optimistic rate used to call the next grid radius unreachable
 
 Sampler = Callable[[int], np.ndarray]
 
@@ -99,14 +100,14 @@ def _next_grid(grid: np.ndarray, r: float) -> float | None:
     return float(above[0]) if len(above) else None
 
 
-def _project_lower(p_upper: float, n: int, alpha: float) -> float:
-    """The lower bound n draws at alpha would give if the true proportion were p_upper (optimistic)."""
-    return stats.cp_lower(min(n, math.ceil(p_upper * n)), n, alpha)
-
-
-def _project_upper(p_lower: float, n: int, alpha: float) -> float:
-    """The upper bound n draws at alpha would give if the true proportion were p_lower (optimistic)."""
-    return stats.cp_upper(max(0, math.floor(p_lower * n)), n, alpha)
+def _optimistic_hits(k: int, n: int, p: float, n_last: int, z: float, high: bool) -> int:
+    """Hits by the last look if the n_last - n draws still to come hit at rate p and land z standard
+    deviations above (high) or below their mean: optimistic about both the rate and the luck."""
+    m = n_last - n
+    spread = z * math.sqrt(m * p * (1 - p))
+    if high:
+        return min(n_last, k + math.ceil(m * p + spread))
+    return max(k, k + math.floor(m * p - spread))
 
 
 class SequentialStage:
@@ -117,10 +118,11 @@ class SequentialStage:
     """
 
     def __init__(self, sample: Sampler, sigma: float, n0: int, looks: Sequence[int], weights: Sequence[float],
-                 alpha: float):
+                 alpha: float, futility: float = FUTILITY):
         if n0 < 1:
             raise ValueError(f"need n0 >= 1 selection draws, got {n0}")
         self.sample, self.sigma, self.looks, self.weights, self.alpha = sample, sigma, list(looks), list(weights), alpha
+        self.futility = futility
         self.selection = np.asarray(sample(n0), dtype=np.int64)
         self.cAHat = int(np.argmax(self.selection))  # ties -> lowest class index
         self.estimation = np.zeros_like(self.selection)
@@ -151,18 +153,29 @@ class SequentialStage:
         lo, hi = stats.cp_bounds(int(self.estimation[self.cAHat]), self.n, self.level())
         self.pLower, self.pUpper = max(self.pLower, lo), min(self.pUpper, hi)
 
+    def _optimistic_bound(self, k: int, alpha: float, high: bool) -> float:
+        """The best bound the last look (at alpha * w_L) could give a class with k of the n draws so far:
+        its lower bound if high (hits come fast), else its upper bound. The rate and the luck of the draws
+        still to come are taken at the one-sided futility level (``FUTILITY``); stopping decisions only."""
+        lo, hi = stats.cp_bounds(k, self.n, self.futility)
+        z = float(stats.norm.isf(self.futility))
+        n_last, level = self.looks[-1], self.level(alpha, -1)
+        hits = _optimistic_hits(k, self.n, hi if high else lo, n_last, z, high)
+        return stats.cp_lower(hits, n_last, level) if high else stats.cp_upper(hits, n_last, level)
+
     def radius(self, p0: float) -> tuple[float, float]:
         """(certified radius now, best radius reachable by n_max optimistically); negative: not certified."""
         now = stats.radius(self.sigma, self.pLower, p0)
         if self.done:
             return now, now
-        best = _project_lower(self.pUpper, self.looks[-1], self.level(look=-1))
+        best = self._optimistic_bound(int(self.estimation[self.cAHat]), self.alpha, high=True)
         return now, max(now, stats.radius(self.sigma, best, p0))
 
     def can_abstain(self, p0: float) -> bool:
         """Could pUpper still fall below p0 by n_max (optimistically)?"""
-        return self.pUpper < p0 or (not self.done and
-                                    _project_upper(self.pLower, self.looks[-1], self.level(look=-1)) < p0)
+        if self.pUpper < p0:
+            return True
+        return not self.done and self._optimistic_bound(int(self.estimation[self.cAHat]), self.alpha, False) < p0
 
     def offclass_radius(self, c: int, alpha: float, p0: float) -> tuple[float, float]:
         """(r_j now, smallest r_j reachable by n_max optimistically): the MDDS off-class radius of class c
@@ -171,8 +184,7 @@ class SequentialStage:
         if self.done:
             return now, now
         top_other = int(np.delete(self.estimation, c).max(initial=0))
-        best = _project_upper(stats.cp_lower(top_other, self.n, self.level(alpha)), self.looks[-1],
-                              self.level(alpha, -1))
+        best = self._optimistic_bound(top_other, alpha, high=False)
         return now, min(now, stats.radius(self.sigma, best, p0))
 
     def counts(self) -> StageCounts:
@@ -201,7 +213,8 @@ def _schedule(n_max: int, first_look: int, growth: float, final_share: float) ->
 
 def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha: float,
                        radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE) -> tuple[int, float, int]:
+                       growth: float = GROWTH, final_share: float = FINAL_SHARE,
+                       futility: float = FUTILITY) -> tuple[int, float, int]:
     """Sequential CERTIFY on counts drawn by ``sample(num)`` (one stream): (cAHat or ABSTAIN, radius, n_used).
 
     With probability >= 1 - alpha, a non-abstaining answer's class is g(x + delta) for ||delta|| < radius.
@@ -210,7 +223,7 @@ def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha
     looks, weights = _schedule(n_max, first_look, growth, final_share)
     grid = (default_radius_grid(sigma, n_max, alpha * weights[-1]) if radius_grid is None
             else np.sort(np.asarray(radius_grid, dtype=float)))
-    stage = SequentialStage(sample, sigma, n0, looks, weights, alpha)
+    stage = SequentialStage(sample, sigma, n0, looks, weights, alpha, futility)
     while not stage.done and _settle([(*stage.radius(0.5), stage)], grid):
         stage.advance()
     if stage.pLower < 0.5:
@@ -220,7 +233,8 @@ def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha
 
 def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0: int, n_max: int, alpha: float,
                        p0: float = 0.5, radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE) -> CascadeResult:
+                       growth: float = GROWTH, final_share: float = FINAL_SHARE,
+                       futility: float = FUTILITY) -> CascadeResult:
     """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
 
     Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
@@ -239,7 +253,7 @@ def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0:
 
     for k, sigma in enumerate(sigmas):
         alpha_k = stage_alpha(alpha, k)
-        stage = SequentialStage(samplers[k], sigma, n0, looks, weights, alpha_k)
+        stage = SequentialStage(samplers[k], sigma, n0, looks, weights, alpha_k, futility)
         earlier, seen = list(seen), seen + [stage]
         c = stage.cAHat
         while True:

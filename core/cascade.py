@@ -99,13 +99,13 @@ class MultiScaleSmooth:
     """Cascade of smoothed classifiers, one per sigma (MDDS). ``base_classifiers`` maps sigma -> f_sigma."""
 
     def __init__(self, base_classifiers: dict[float, Callable[[torch.Tensor], torch.Tensor]], num_classes: int,
-                 p0: float = 0.5, seed: int = 0):
+                 p0: float = 0.5, seed: int = 0, split=None):
         if not base_classifiers:
             raise ValueError("need at least one sigma")
         if not 0 < p0 < 1:
             raise ValueError(f"p0 must be in (0, 1), got {p0}")
         self.sigmas = sorted((float(s) for s in base_classifiers), reverse=True)
-        self.smooths = [Smooth(base_classifiers[s], num_classes, s, seed) for s in self.sigmas]
+        self.smooths = [Smooth(base_classifiers[s], num_classes, s, seed, split) for s in self.sigmas]
         self.num_classes = num_classes
         self.p0 = p0
         self.seed = seed
@@ -159,6 +159,6 @@ class MultiScaleSmooth:
         return self.predict_detailed(x, n, batch_size, generator, **kwargs).prediction
 
 
-def stage_generators(seed: int, idx: int, device) -> Callable[[int], torch.Generator]:
+def stage_generators(seed: int, idx: int, device, worker: int = 0) -> Callable[[int], torch.Generator]:
     """Per-(seed, idx, stage) generators for the cascade, so stage k's noise never depends on others."""
-    return lambda k: example_generator(seed, idx, k, device)
+    return lambda k: example_generator(seed, idx, k, device, worker)

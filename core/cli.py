@@ -74,6 +74,9 @@ def runtime_parser() -> argparse.ArgumentParser:
                    help="autocast for denoiser and classifier (auto: bf16 on CUDA, off on CPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and classifier")
     g.add_argument("--resume", action="store_true", help="continue an existing OUTFILE after its last complete row")
+    g.add_argument("--split_n", action="store_true",
+                   help="under torchrun: split each example's N0/N draws across the ranks (counts summed, one "
+                        "bound) instead of splitting the examples; for models too slow for one GPU per example")
     g.add_argument("--shard", default=None, metavar="I/N",
                    help="process shard I of N (Slurm arrays); merge with `python -m core.shards merge OUTFILE`")
     return p

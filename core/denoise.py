@@ -99,6 +99,13 @@ class DiffusionDenoiser(nn.Module):
         k = self.reverse_seed if k is None else k
         return example_generator(*self._example, REVERSE_STAGE + k, device)
 
+    def _t_model_on(self, device: torch.device) -> torch.Tensor:
+        """t* as the UNet sees it, on ``device``: copied once, not per batch (a host-to-device copy from
+        pageable memory can stall the sampling loop)."""
+        if self.t_model.device != device:
+            self.t_model = self.t_model.to(device)
+        return self.t_model
+
     def net(self, x_t: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
         """The UNet (under autocast when amp is set), float32 out."""
         with autocast(x_t, self.amp):
@@ -113,7 +120,7 @@ class DiffusionDenoiser(nn.Module):
             u = F.pad(u, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
         x_t = self.sqrt_ab * u
         if self.reverse is None:
-            out = self.net(x_t, self.t_model.to(x.device).expand(B))[:, :C]
+            out = self.net(x_t, self._t_model_on(x.device).expand(B))[:, :C]
             # x̂0 = x_t/√ᾱ − √(1/ᾱ − 1)·ε (or the network's x̂0 for predict_xstart models)
             eps_model = self.diffusion.model_mean_type == "eps"
             x0 = self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out if eps_model else out

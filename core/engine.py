@@ -27,7 +27,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -73,10 +73,10 @@ def layer_id(name: str, num_layers: int) -> int:
     """BEiT/FT-CLIP layer index: 0 = embeddings (cls/pos/patch_embed/ln_pre), block i → i + 1, rest → num_layers + 1."""
     n = _strip(name)
     if n in ("cls_token", "pos_embed", "mask_token", "dist_token", "reg_token") or n.startswith(
-            ("patch_embed", "norm_pre", "conv1", "class_embedding", "positional_embedding", "ln_pre")):
+            ("patch_embed.", "norm_pre.")):
         return 0
-    if n.startswith(("blocks.", "transformer.resblocks.")):
-        return int(n.split(".")[2 if n.startswith("transformer.") else 1]) + 1
+    if n.startswith("blocks."):
+        return int(n.split(".")[1]) + 1
     return num_layers + 1
 
 
@@ -165,8 +165,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def is_deepspeed(model: Any) -> bool:
-    return type(model).__name__ == "DeepSpeedEngine" or hasattr(model, "gradient_accumulation_steps") and \
-        hasattr(model, "backward") and hasattr(model, "module")
+    """True for a DeepSpeed engine (duck-typed: deepspeed is imported only when --deepspeed is asked for)."""
+    return isinstance(model, nn.Module) and all(hasattr(model, a) for a in ("backward", "gradient_accumulation_steps",
+                                                                             "module"))
 
 
 def amp_setup(amp: str, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
@@ -244,7 +245,8 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     out = {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
                                                     int(np_state[2]), int(np_state[3]), float(np_state[4])],
-           "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+           "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
+           "python_gauss": random.getstate()[2]}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -254,13 +256,13 @@ def set_rng_state(s: Mapping[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
     n = s["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
-    random.setstate((s["python_version"], tuple(s["python"]), None))
+    random.setstate((s["python_version"], tuple(s["python"]), s.get("python_gauss")))
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch / numpy / python RNGs (per rank: seed + rank) and ask for deterministic kernels on CPU."""
+    """Seed torch / numpy / python RNGs (per rank: seed + rank)."""
     s = seed + world()[0]
     torch.manual_seed(s)
     np.random.seed(s % 2 ** 32)
@@ -291,10 +293,9 @@ def save_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, st
     """Atomically write a resumable training checkpoint (rank 0 only)."""
     if not is_main():
         return
-    opt = optimizer.optimizer if is_deepspeed(optimizer) else optimizer
     obj = {"kind": "train_state", "model": unwrap(model).state_dict(),
            "model_ema": ema.module.state_dict() if ema is not None else None,
-           "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+           "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
            "epoch": state.epoch, "step": state.step, "best": state.best, "rng": rng_state(),
            "args": _plain(args) if args is not None else None}
     obj.update(extra or {})
@@ -485,7 +486,65 @@ def state_dict_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
 
 
-__all__ = ["TrainState", "ModelEma", "JsonLog", "cosine_scheduler", "param_groups_lrd", "set_lr", "layer_id",
-           "train_one_epoch", "evaluate", "save_state", "load_state", "make_loader", "set_epoch", "amp_setup",
-           "unwrap", "is_deepspeed", "init_distributed", "world", "is_main", "seed_everything", "rng_state",
-           "set_rng_state", "asdict"]
+
+
+# ---- LoRA (a small own implementation: peft is not a dependency) ---------------------------------
+
+class LoRALinear(nn.Module):
+    """``base(x) + (alpha / r) · B A x`` with A [r, in] (Kaiming-uniform), B [out, r] = 0: starts equal to base.
+
+    The base Linear is frozen; `merged_weight` folds the update back so checkpoints keep plain keys.
+    """
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float):
+        super().__init__()
+        if r <= 0:
+            raise MsrsError(f"LoRA rank must be > 0, got {r}")
+        self.base, self.r, self.scaling = base, int(r), float(alpha) / int(r)
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=base.weight.device, dtype=base.weight.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=base.weight.device, dtype=base.weight.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + nn.functional.linear(nn.functional.linear(x, self.lora_A), self.lora_B) * self.scaling
+
+    def merged_weight(self) -> torch.Tensor:
+        return self.base.weight + (self.lora_B @ self.lora_A) * self.scaling
+
+
+def apply_lora(model: nn.Module, r: int, alpha: float | None = None, targets: Iterable[str] = ("attn.qkv", "attn.proj"),
+               trainable: Iterable[str] = ("head", "fc_norm")) -> int:
+    """Freeze `model` and wrap every nn.Linear whose name ends with one of `targets` in a `LoRALinear`;
+    parameters under `trainable` module names (the classification head) stay trainable. Returns the
+    number of wrapped layers (an MsrsError when none matches)."""
+    alpha = float(r if alpha is None else alpha)
+    targets, trainable = tuple(targets), tuple(trainable)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.endswith(targets)]
+    if not names:
+        raise MsrsError(f"--lora_r: no Linear layer named *{'/*'.join(targets)} in this model (LoRA is for ViTs)")
+    for n in names:
+        parent_name, _, child = n.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha))
+    for n, p in model.named_parameters():
+        if any(f".{t}." in f".{_strip(n)}" for t in trainable):
+            p.requires_grad_(True)
+    return len(names)
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with every LoRALinear folded into plain ``weight`` / ``bias`` keys (CPU tensors)."""
+    model = unwrap(model)
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    for n, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            for k in ("base.weight", "base.bias", "lora_A", "lora_B"):
+                sd.pop(f"{n}.{k}", None)
+            sd[f"{n}.weight"] = m.merged_weight().detach().cpu()
+            if m.base.bias is not None:
+                sd[f"{n}.bias"] = m.base.bias.detach().cpu()
+    return sd

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from core import cli
 from core import run as runlib
 from core.errors import MsrsError
-from core.smoothing import example_generator
+from core.smoothing import SplitCounts, example_generator
 
 
 # ----------------------------------------------------------------------------------------- devices
@@ -67,6 +67,26 @@ class Autocast(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ models
+def build_base_classifier(classifier: Callable[[torch.Tensor], torch.Tensor], denoiser: torch.nn.Module | None,
+                          sigma: float, device: torch.device, amp: torch.dtype | None, compile: bool = False,
+                          reverse_seeds: int = 1) -> torch.nn.Module:
+    """The one place a base classifier f_sigma is assembled (entry scripts via Job, and bench/):
+    DenoiseThenClassify(denoiser, classifier) -- or the classifier alone -- under Autocast, on device, eval.
+
+    Fast-path switches (core.speed): channels_last weights on CUDA with autocast only, so that with amp None
+    the result computes exactly what the plain modules do; torch.compile only when asked. The networks are
+    converted in place (shared by every sigma, and by clean_logits).
+    """
+    from core import speed
+    from core.denoise import DenoiseThenClassify
+    base = classifier if denoiser is None else DenoiseThenClassify(denoiser, classifier, sigma,
+                                                                   reverse_seeds=reverse_seeds)
+    base = Autocast(base, amp).to(device).eval()
+    if speed.use_channels_last(device, amp):
+        speed.to_channels_last(base)
+    return torch.compile(base) if compile else base
+
+
 @dataclass
 class Job:
     args: argparse.Namespace
@@ -78,33 +98,27 @@ class Job:
     amp: torch.dtype | None
     flags: dict[str, Any]
     sigmas: list[float]
+    split: SplitCounts | None = None
     _bases: dict | None = None
     _denoisers: dict | None = None
 
     def base_classifier(self, sigma: float) -> torch.nn.Module:
         """f_sigma: noisy pixel batch -> logits (denoise-then-classify, or the classifier itself)."""
-        from core.denoise import DenoiseThenClassify, load_denoisers
+        from core.denoise import load_denoisers
         a = self.args
         if self._bases is None:
             self._bases = {}
         if sigma not in self._bases:
-            if self.denoiser_spec == "none":
-                base = self.classifier
-            else:
+            den = None
+            if self.denoiser_spec != "none":
                 # one denoiser per sigma the run uses, sharing one network (loaded once)
                 if self._denoisers is None or sigma not in self._denoisers:
                     self._denoisers = load_denoisers(self.denoiser_spec, self.sigmas, config=a.denoiser_config,
                                                      trust=a.trust_checkpoint, num_t_steps=a.num_t_steps,
                                                      pad_to=a.pad_to)
-                    if self.device.type == "cuda":
-                        for d in self._denoisers.values():
-                            d.to(memory_format=torch.channels_last)
-                den = self._denoisers[sigma].to(self.device).eval()
-                base = DenoiseThenClassify(den, self.classifier, sigma, reverse_seeds=a.reverse_seeds)
-            base = Autocast(base, self.amp).to(self.device).eval()
-            if a.compile:
-                base = torch.compile(base)
-            self._bases[sigma] = base
+                den = self._denoisers[sigma]
+            self._bases[sigma] = build_base_classifier(self.classifier, den, sigma, self.device, self.amp,
+                                                       compile=a.compile, reverse_seeds=a.reverse_seeds)
         return self._bases[sigma]
 
     def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +131,11 @@ class Job:
                 base.set_example(self.args.seed, idx)
 
     def generator(self, idx: int, stage: int = 0) -> torch.Generator:
-        return example_generator(self.args.seed, idx, stage, self.device)
+        return example_generator(self.args.seed, idx, stage, self.device, self.split.rank if self.split else 0)
+
+    def stage_generators(self, idx: int):
+        """k -> the generator of cascade stage k of example idx (this worker's stream under --split_n)."""
+        return lambda k: self.generator(idx, k)
 
     def batch_size(self, sigma: float, n: int) -> int:
         if self.args.batch != "auto":
@@ -133,6 +151,16 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     from models.classifiers import LogitMask, load_classifier
     device = resolve_device(args.device)
     flags = set_backend_flags(device)
+    split = None
+    if getattr(args, "split_n", False):
+        rank, world, distributed = _world()
+        if not distributed:
+            raise MsrsError("--split_n splits each example across torchrun ranks: launch with torchrun --nproc_per_node=K")
+        import datetime
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+        split = SplitCounts(rank, world)
     name = dataset_name or args.dataset
     opts = {}
     if name == "cifar10c":
@@ -149,14 +177,14 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
             raise MsrsError("a querylog: classifier answered the noisy queries of one sigma: use one sigma "
                             "and --denoiser none")
         return Job(args, device, dataset, info, LogReplay(args.classifier[len("querylog:"):], info.num_classes),
-                   "none", None, flags, sorted(sigmas, reverse=True))
+                   "none", None, flags, sorted(sigmas, reverse=True), split)
     classifier = load_classifier(args.classifier, arch=args.arch, num_classes=info.num_classes,
                                  trust=args.trust_checkpoint, ema=not args.use_module)
     if getattr(info, "class_subset", None):
         classifier = LogitMask(classifier, info.class_subset)
     classifier = classifier.to(device).eval()
     return Job(args, device, dataset, info, classifier, args.denoiser, amp_dtype(args.amp, device), flags,
-               sorted(sigmas, reverse=True))
+               sorted(sigmas, reverse=True), split)
 
 
 def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
@@ -203,24 +231,16 @@ def execute(job: Job, outfile: str, columns: list[str], process: Callable[[int, 
     if world > 1 and os.path.exists(outfile) and not args.resume:
         raise MsrsError(f"{outfile} already exists: choose another OUTFILE")
     indices = runlib.select_indices(len(job.dataset), args.start, args.skip, args.max)
+    if job.split is not None:  # every rank works on every example; rank 0 alone writes
+        return _execute_split(job, outfile, columns, process, desc, indices)
     mine = runlib.shard_indices(indices, rank, world)
     path = runlib.part_path(outfile, rank, world)
     writer = runlib.ResultWriter(path, columns, resume=args.resume)
-    resolved = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
-    runlib.write_sidecar(path, resolved, checkpoint_hashes(args),
+    runlib.write_sidecar(path, _resolved(args), checkpoint_hashes(args),
                          {"flags": job.flags, "rank": rank, "world": world, "indices": mine}, resume=args.resume)
     todo = [i for i in mine if i not in writer.done]
-    with writer, tqdm(todo, desc=f"{desc} [{rank}/{world}]" if world > 1 else desc, dynamic_ncols=True,
-                      disable=None) as bar:
-        for idx in bar:
-            x, label = job.dataset[idx]
-            x = x.to(job.device)
-            job.set_example(idx)
-            t0 = time.time()
-            row = process(idx, x, int(label))
-            if job.device.type == "cuda":
-                torch.cuda.synchronize(job.device)
-            row["time"] = runlib.format_time(time.time() - t0)
+    with writer:
+        for idx, row in _rows(job, todo, process, f"{desc} [{rank}/{world}]" if world > 1 else desc):
             writer.write(row)
     if not distributed or world == 1:
         return path
@@ -235,6 +255,47 @@ def execute(job: Job, outfile: str, columns: list[str], process: Callable[[int, 
         merge_run(outfile, world)
     dist.barrier()
     return outfile if rank == 0 else path
+
+
+def _resolved(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+
+
+def _rows(job: Job, todo: list[int], process: Callable, desc: str, show: bool = True):
+    """(idx, row) for each example to do: data to the device, per-example hooks, timing; tqdm progress."""
+    for idx in tqdm(todo, desc=desc, dynamic_ncols=True, disable=None if show else True):
+        x, label = job.dataset[idx]
+        x = x.to(job.device)
+        job.set_example(idx)
+        t0 = time.time()
+        row = process(idx, x, int(label))
+        if job.device.type == "cuda":
+            torch.cuda.synchronize(job.device)
+        row["time"] = runlib.format_time(time.time() - t0)
+        yield idx, row
+
+
+def _execute_split(job: Job, outfile: str, columns: list[str], process: Callable, desc: str,
+                   indices: list[int]) -> str | None:
+    """--split_n: all ranks go through the same examples (their draws are summed inside Smooth); rank 0
+    writes the rows and decides, on resume, which examples are left."""
+    import torch.distributed as dist
+    rank = job.split.rank
+    writer = None
+    todo = [None]
+    if rank == 0:
+        writer = runlib.ResultWriter(outfile, columns, resume=job.args.resume)
+        runlib.write_sidecar(outfile, _resolved(job.args), checkpoint_hashes(job.args),
+                             {"flags": job.flags, "split_n_world": job.split.world}, resume=job.args.resume)
+        todo = [[i for i in indices if i not in writer.done]]
+    dist.broadcast_object_list(todo, src=0)
+    for idx, row in _rows(job, todo[0], process, desc, show=rank == 0):
+        if writer is not None:
+            writer.write(row)
+    if writer is not None:
+        writer.close()
+    dist.barrier()
+    return outfile if rank == 0 else None
 
 
 def merge_run(outfile: str, world: int, remove_parts: bool = False) -> int:

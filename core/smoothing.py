@@ -16,12 +16,35 @@ from core import stats
 ABSTAIN = -1
 
 
-def example_generator(seed: int, idx: int, stage: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator of one example (and cascade stage): rows never depend on sharding, order or resume."""
-    state = np.random.SeedSequence([int(seed), int(idx), int(stage)]).generate_state(2, dtype=np.uint32)
+def example_generator(seed: int, idx: int, stage: int = 0, device: torch.device | str = "cpu",
+                      worker: int = 0) -> torch.Generator:
+    """The generator of one example (and cascade stage): rows never depend on sharding, order or resume.
+
+    ``worker`` > 0 gives the independent stream of worker r when one example's draws are split (SplitCounts).
+    """
+    entropy = [int(seed), int(idx), int(stage)] + ([int(worker)] if worker else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     g = torch.Generator(device=device)
     g.manual_seed(int(state[0]) << 31 ^ int(state[1]))
     return g
+
+
+class SplitCounts:
+    """Split one example's n0 and n draws across W workers (torch.distributed ranks): worker r draws its
+    share from its own stream, the counts are summed (all-reduce), and one bound is computed on the sum —
+    exactly a run with n0 and n draws, so the guarantee is unchanged."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+
+    def share(self, num: int) -> int:
+        return num // self.world + (1 if self.rank < num % self.world else 0)
+
+    def reduce(self, counts: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        counts = counts.cpu()  # gloo reduces CPU tensors; a few int64s per call
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        return counts
 
 
 def certify_from_counts(counts_selection: np.ndarray, counts_estimation: np.ndarray, alpha: float,
@@ -53,13 +76,14 @@ class Smooth:
     ABSTAIN = ABSTAIN
 
     def __init__(self, base_classifier: Callable[[torch.Tensor], torch.Tensor], num_classes: int, sigma: float,
-                 seed: int = 0):
+                 seed: int = 0, split: SplitCounts | None = None):
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.base_classifier = base_classifier
         self.num_classes = num_classes
         self.sigma = float(sigma)
         self.seed = seed
+        self.split = split
         self._generators: dict[str, torch.Generator] = {}
 
     def _generator(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
@@ -78,17 +102,24 @@ class Smooth:
         x: [C,H,W] on the device where f runs. Returns int64 counts [num_classes].
         """
         g = self._generator(x, generator)
+        if self.split is not None:
+            num = self.split.share(num)
         if hasattr(self.base_classifier, "eval"):
             self.base_classifier.eval()
-        counts = torch.zeros(self.num_classes, dtype=torch.int64, device=x.device)
+        # one extra bin collects labels >= num_classes (a wider classifier head); it is dropped below
+        counts = torch.zeros(self.num_classes + 1, dtype=torch.int64, device=x.device)
         remaining = num
         while remaining > 0:
             bs = min(batch_size, remaining)
             remaining -= bs
             noise = torch.randn((bs, *x.shape), generator=g, device=x.device, dtype=x.dtype)
-            batch = x.unsqueeze(0) + noise * self.sigma
-            predictions = self.base_classifier(batch).argmax(1)
-            counts += torch.bincount(predictions, minlength=self.num_classes)[: self.num_classes]
+            batch = noise.mul_(self.sigma).add_(x)  # x + sigma * noise, in place: the same bits, no extra buffer
+            predictions = self.base_classifier(batch).argmax(1).clamp_(max=self.num_classes)
+            # index_add_, not torch.bincount: on CUDA bincount reads max(predictions) back to the host (a sync per batch)
+            counts.index_add_(0, predictions, torch.ones_like(predictions))
+        counts = counts[: self.num_classes]
+        if self.split is not None:
+            counts = self.split.reduce(counts)
         return counts.cpu().numpy()
 
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,

@@ -77,3 +77,38 @@ def test_torchrun_two_ranks_identical(reference, digits_classifier, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     pd.testing.assert_frame_equal(rows(out), rows(reference["predict"]))
+
+
+def test_split_n_sums_worker_counts(digits_classifier, tmp_path):
+    """--split_n under torchrun: each rank draws its share of N0/N from its own stream, counts are summed,
+    one bound. The rows equal an in-process computation of exactly that."""
+    import numpy as np
+    from core.smoothing import Smooth, SplitCounts, certify_from_counts, example_generator
+    from core.stats import floor_radius
+    from datasets import get_dataset
+    from models.classifiers import load_classifier
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    out = tmp_path / "split.tsv"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
+    n0, n, sigma = 21, 201, 0.5
+    r = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29733", "--", "certify.py", "digits",
+                        digits_classifier, str(out), "--sigmas", str(sigma), "--N0", str(n0), "--N", str(n),
+                        "--skip", "40", "--batch", "64", "--device", "cpu", "--split_n", "--alpha", "0.01"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = pd.read_csv(out, sep="\t")
+    assert df["idx"].tolist() == list(range(0, 360, 40))
+    f = load_classifier(digits_classifier)
+    ds = get_dataset("digits", "test")
+    for idx, pred, radius in zip(df["idx"], df["predict"], df["radius"]):
+        x, _ = ds[idx]
+        sel = est = 0
+        for rank in range(2):
+            smooth = Smooth(f, 10, sigma, split=None)
+            share = SplitCounts(rank, 2).share
+            g = example_generator(0, idx, 0, "cpu", rank)
+            sel = sel + smooth.sample_counts(x, share(n0), 64, g)
+            est = est + smooth.sample_counts(x, share(n), 64, g)
+        assert int(sel.sum()) == n0 and int(est.sum()) == n
+        p, rad, _ = certify_from_counts(sel, est, 0.01, sigma)
+        assert (pred, radius) == (p, float(floor_radius(rad)))

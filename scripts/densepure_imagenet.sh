@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# DensePure, Xiao et al. 2023, ImageNet table: NUM_T_STEPS reverse steps of the guided-diffusion
+# 256x256 UNet, REVERSE_SEEDS majority-voted reverse runs, the DDS BEiT-L/16 classifier;
+# sigma = 0.25, 0.50, 1.00; DensePure's 100 val images (--skip 500), N0 100, N 10,000.
+#
+# Usage: bash scripts/densepure_imagenet.sh [--dry-run]
+# Env: BEIT_IMAGENET, DDPM_IMAGENET, DATA_PATH, OUT_DIR, N (10000), SKIP (500), BATCH (50),
+#      NUM_T_STEPS (2), REVERSE_SEEDS (10), GPUS, LAUNCH=slurm|submitit + SHARDS; see scripts/lib.sh.
+# Output: $OUT_DIR/certify/imagenet/densepure/steps$NUM_T_STEPS_seeds$REVERSE_SEEDS/sigma_S_N$N.tsv
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_args "$@"
+require BEIT_IMAGENET DDPM_IMAGENET
+
+N="${N:-10000}"
+SKIP="${SKIP:-500}"
+BATCH="${BATCH:-50}"
+NUM_T_STEPS="${NUM_T_STEPS:-2}"
+REVERSE_SEEDS="${REVERSE_SEEDS:-10}"
+out="$OUT_DIR/certify/imagenet/densepure/steps${NUM_T_STEPS}_seeds${REVERSE_SEEDS}"
+
+tsvs=()
+for sigma in 0.25 0.50 1.00; do
+  tsv="$out/sigma_${sigma}_N${N}.tsv"
+  certify imagenet "$BEIT_IMAGENET" "$tsv" --sigmas "$sigma" --arch timm:beit_large_patch16_512 \
+    --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" \
+    --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET" --imagenet_transform resize256 \
+    --num_t_steps "$NUM_T_STEPS" --reverse_seeds "$REVERSE_SEEDS" --seed 0 --resume
+  tsvs+=("$tsv")
+done
+
+table "${tsvs[@]}" --radii 0 0.5 1.0 1.5 2.0 3.0

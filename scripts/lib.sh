@@ -1,0 +1,180 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/*.sh (sourced, never run). Every script:
+#   - takes --dry-run (or DRY_RUN=1): print the commands, run nothing, need no file;
+#   - prints each command before running it, shell-quoted on one line after "+ ";
+#   - runs from the repository root, whatever the caller's directory.
+#
+# Environment (all optional; defaults in parentheses):
+#   PYTHON         python interpreter                          (.venv/bin/python)
+#   DATA_PATH      datasets folder (--data_path)              (datasets)
+#   CKPT_DIR       checkpoints folder                          (checkpoints)
+#   OUT_DIR        results folder                              (OUTPUT)
+#   GPUS           processes per node: >1 runs `python -m torch.distributed.run --nproc_per_node=GPUS --`
+#                  (torchrun); the ranks' part files are merged by rank 0                (1)
+#   LAUNCH         certify jobs: local | slurm (a job array of SHARDS shards + a dependent merge job,
+#                  scripts/slurm/*.sbatch) | submitit (scripts/submitit_certify.py)     (local)
+#   SHARDS         shards per certify job for LAUNCH=slurm|submitit                       (8)
+#                  Slurm options: the SBATCH_* variables sbatch reads itself (SBATCH_PARTITION,
+#                  SBATCH_ACCOUNT, SBATCH_TIMELIMIT, SBATCH_GRES, ...), or edit scripts/slurm/*.sbatch.
+# Checkpoints (a missing one fails before anything runs, naming the variable and the path):
+#   CLIP_OPENAI     OpenAI CLIP ViT-B/16 weights as a state dict (visual.* keys): the FT-CLIP starting point;
+#                   torch.save(clip.load('ViT-B/16', jit=False)[0].state_dict(), PATH)  ($CKPT_DIR/clip_vit_b16.pt)
+#   CLIP_CIFAR10    FT-CLIP ViT-B/16 on CIFAR-10 (DeepSpeed checkpoint-best/ dir)  ($CKPT_DIR/clip_cifar10/checkpoint-best)
+#   CLIP_IMAGENET   FT-CLIP ViT-B/16 on ImageNet                                   ($CKPT_DIR/clip_imagenet/checkpoint-best)
+#   DDPM_CIFAR10    improved-diffusion cifar10_uncond_50M_500K.pt                  ($CKPT_DIR/cifar10_uncond_50M_500K.pt)
+#   DDPM_IMAGENET   guided-diffusion 256x256_diffusion_uncond.pt                   ($CKPT_DIR/256x256_diffusion_uncond.pt)
+#   DDPM_CIFAR10_FT MDDS-fine-tuned CIFAR-10 diffusion (scripts/mdds_finetune_diffusion.sh)
+#                                                                                   ($CKPT_DIR/mdds_ddpm_cifar10/checkpoint-best.pt)
+#   VIT_CIFAR10     DDS/FT-CADIS CIFAR-10 classifier: HF aaraki/vit-base-patch16-224-in21k-finetuned-cifar10
+#                   converted to a timm state dict                                ($CKPT_DIR/vit_b16_cifar10.pt)
+#   BEIT_IMAGENET   DDS ImageNet classifier, timm beit_large_patch16_512 weights  ($CKPT_DIR/beit_large_patch16_512.pt)
+#   VIT_IMAGENET    FT-CADIS ImageNet classifier, timm vit_base_patch16_clip_384.laion2b_ft_in12k_in1k
+#                                                                                   ($CKPT_DIR/vit_base_patch16_clip_384.pt)
+#   RESNET110_CIFAR10  Cohen's / Salman's CIFAR-10 ResNet-110 (noise_0.00 for Salman; noise_SIGMA for Cohen:
+#                   the file name's {sigma} is replaced)                           ($CKPT_DIR/cohen_cifar10/noise_{sigma}/checkpoint.pth.tar)
+# Nothing is ever downloaded: put the files there (or point the variables at them) first.
+
+set -euo pipefail
+
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$SCRIPTS_DIR")"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-.venv/bin/python}"
+DATA_PATH="${DATA_PATH:-datasets}"
+CKPT_DIR="${CKPT_DIR:-checkpoints}"
+OUT_DIR="${OUT_DIR:-OUTPUT}"
+GPUS="${GPUS:-1}"
+LAUNCH="${LAUNCH:-local}"
+SHARDS="${SHARDS:-8}"
+DRY_RUN="${DRY_RUN:-0}"
+export PYTHON  # the Slurm templates read it
+
+CLIP_OPENAI="${CLIP_OPENAI:-$CKPT_DIR/clip_vit_b16.pt}"
+CLIP_CIFAR10="${CLIP_CIFAR10:-$CKPT_DIR/clip_cifar10/checkpoint-best}"
+CLIP_IMAGENET="${CLIP_IMAGENET:-$CKPT_DIR/clip_imagenet/checkpoint-best}"
+DDPM_CIFAR10="${DDPM_CIFAR10:-$CKPT_DIR/cifar10_uncond_50M_500K.pt}"
+DDPM_IMAGENET="${DDPM_IMAGENET:-$CKPT_DIR/256x256_diffusion_uncond.pt}"
+DDPM_CIFAR10_FT="${DDPM_CIFAR10_FT:-$CKPT_DIR/mdds_ddpm_cifar10/checkpoint-best.pt}"
+VIT_CIFAR10="${VIT_CIFAR10:-$CKPT_DIR/vit_b16_cifar10.pt}"
+BEIT_IMAGENET="${BEIT_IMAGENET:-$CKPT_DIR/beit_large_patch16_512.pt}"
+VIT_IMAGENET="${VIT_IMAGENET:-$CKPT_DIR/vit_base_patch16_clip_384.pt}"
+_sigma_tag='{sigma}'
+RESNET110_CIFAR10="${RESNET110_CIFAR10:-$CKPT_DIR/cohen_cifar10/noise_$_sigma_tag/checkpoint.pth.tar}"
+
+# The diffusion configs of the raw OpenAI checkpoints (models/diffusion.py NAMED_CONFIGS).
+CONFIG_CIFAR10=improved-cifar10-uncond
+CONFIG_IMAGENET=guided-256-uncond
+
+usage() {
+  # the script's leading comment block (after the shebang) is its help
+  sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"
+}
+
+# parse_args "$@": --dry-run/-n, -h/--help; anything else is an error.
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      --dry-run | -n) DRY_RUN=1 ;;
+      -h | --help) usage; exit 0 ;;
+      *) echo "$(basename "$0"): unknown argument '$1' (try --help; settings are environment variables)" >&2
+         exit 2 ;;
+    esac
+    shift
+  done
+}
+
+is_dry() { [[ "$DRY_RUN" == 1 ]]; }
+
+# show CMD...: print the command, shell-quoted, on one line after "+ ".
+show() {
+  local line
+  printf -v line '%q ' "$@"
+  printf '+ %s\n' "${line% }"
+}
+
+# run CMD...: print the command, then run it (unless --dry-run).
+run() {
+  show "$@"
+  if ! is_dry; then "$@"; fi
+}
+
+# require VAR...: each variable must name an existing file or directory (skipped in --dry-run).
+require() {
+  local var
+  for var in "$@"; do require_path "$var" "${!var}"; done
+}
+
+# require_path VAR PATH: PATH (the value of VAR, maybe after substitution) must exist, unless --dry-run.
+require_path() {
+  if ! is_dry && [[ ! -e "$2" ]]; then
+    echo "$(basename "$0"): $2 does not exist; put the checkpoint there or set $1=PATH" \
+         "(scripts/lib.sh says what each variable holds)" >&2
+    exit 1
+  fi
+}
+
+# accum_for REF_GPUS: gradient-accumulation steps that keep a recipe's effective batch (written for
+# REF_GPUS processes) when running on GPUS processes.
+accum_for() {
+  if (($1 % GPUS)); then
+    echo "$(basename "$0"): GPUS=$GPUS does not divide the recipe's $1 processes; the effective batch changes" >&2
+  fi
+  echo $(($1 / GPUS > 0 ? $1 / GPUS : 1))
+}
+
+# with_sigma TEMPLATE SIGMA: TEMPLATE with every '{sigma}' replaced (per-sigma checkpoints).
+with_sigma() { printf '%s' "${1//\{sigma\}/$2}"; }
+
+# dist SCRIPT ARGS...: run an entry script with $PYTHON, under torchrun when GPUS > 1.
+# (the `--` keeps torchrun's own parser off our flags: it would take `--max` for its `--max-restarts`)
+dist() {
+  if ((GPUS > 1)); then
+    run "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" -- "$@"
+  else
+    run "$PYTHON" "$@"
+  fi
+}
+
+# submit VAR CMD...: print the command, run it (unless --dry-run) and store its output (a job id) in VAR.
+submit() {
+  local -n _out="$1"
+  shift
+  show "$@"
+  if is_dry; then _out="<job-id>"; else _out="$("$@")"; _out="${_out%%;*}"; fi  # "id;cluster" -> id
+}
+
+# certify DATASET CLASSIFIER OUTFILE FLAGS...: one certify.py job, launched as LAUNCH says.
+certify() {
+  local outfile="$3"
+  case "$LAUNCH" in
+    local) dist certify.py "$@" ;;
+    slurm)
+      # SHARDS array tasks (--shard I/SHARDS each), then a merge job that starts when all succeeded
+      local jid name log_dir="$OUT_DIR/slurm_logs"
+      name="$(basename "$outfile" .tsv)"
+      is_dry || mkdir -p "$log_dir"
+      submit jid sbatch --parsable --array="0-$((SHARDS - 1))" --export="ALL,NUM_SHARDS=$SHARDS" \
+        --job-name="certify_$name" --output="$log_dir/%x_%A_%a.out" scripts/slurm/certify_array.sbatch "$@"
+      run sbatch --parsable --dependency="afterok:$jid" --job-name="merge_$name" \
+        --output="$log_dir/%x_%j.out" scripts/slurm/merge.sbatch merge "$outfile" --num_shards "$SHARDS"
+      ;;
+    submitit)
+      run "$PYTHON" scripts/submitit_certify.py --num_shards "$SHARDS" --log_dir "$OUT_DIR/submitit_logs" \
+        -- "$@"
+      ;;
+    *) echo "$(basename "$0"): LAUNCH must be local, slurm or submitit, got '$LAUNCH'" >&2; exit 2 ;;
+  esac
+}
+
+# table TSV... [analyze.py flags]: the certified-accuracy table of the runs (analyze.py). With
+# LAUNCH=slurm|submitit the runs are still queued: print the command to run once they are done.
+table() {
+  if [[ "$LAUNCH" == local ]]; then
+    run "$PYTHON" analyze.py "$@"
+  else
+    local line
+    printf -v line '%q ' "$PYTHON" analyze.py "$@"
+    echo "# when the jobs are done, the table: ${line% }"
+  fi
+}
