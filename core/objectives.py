@@ -205,17 +205,7 @@ def mdds_diffusion(denoisers: Sequence[nn.Module], classifier: nn.Module, x: tor
         if bool(sel.any()):
             x_hat[sel] = den(noisy[sel]).to(x_hat.dtype)
     p = F.softmax(classifier(x_hat).float(), 1).view(B, M, -1)          # [B, M, K]
-    onehot = F.one_hot(y, p.shape[-1]).to(p.dtype)[:, None]
-    rec = (p.detach().argmax(-1) == y[:, None])                           # [B, M]
-
-    brier = ((p - onehot) ** 2).sum(-1)
-    loss_brier = (brier * rec).sum() / rec.sum().clamp_min(1)
-
-    nonrec = (~rec).to(p.dtype)
-    n_nonrec = nonrec.sum(1)
-    p_nonrec = (p * nonrec[..., None]).sum(1) / n_nonrec.clamp_min(1)[:, None]
-    use = (n_nonrec >= 2).to(p.dtype)
-    loss_ac = ((p_nonrec ** 2).sum(-1) * use).sum() / use.sum().clamp_min(1)
+    loss_brier, loss_ac, rec = mdds_terms(p, y)
 
     u = 2.0 * x - 1.0
     t = torch.randint(0, diffusion.num_timesteps, (B,), generator=generator, device=x.device)
@@ -224,6 +214,26 @@ def mdds_diffusion(denoisers: Sequence[nn.Module], classifier: nn.Module, x: tor
     loss = loss_brier + ac_weight * loss_ac + diff_weight * loss_diff
     return loss, {"brier": loss_brier.detach(), "ac": loss_ac.detach(), "diff": loss_diff.detach(),
                   "recoverable": rec.float().mean()}
+
+
+def mdds_terms(p: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The classifier terms of `mdds_diffusion` from p [B,M,K] (softmax of M draws per image) and y [B].
+
+    Returns (L_Brier, L_AC, recoverable [B,M] bool). L_Brier averages ‖p_i − e_y‖² over the recoverable
+    draws only (argmax p_i = y); L_AC averages ‖mean of the non-recoverable p_i‖² over the images that
+    have at least 2 non-recoverable draws (a single wrong draw has nothing to disagree with). Both are
+    0 when no draw qualifies.
+    """
+    rec = p.detach().argmax(-1) == y[:, None]                             # [B, M]
+    onehot = F.one_hot(y, p.shape[-1]).to(p.dtype)[:, None]
+    brier = ((p - onehot) ** 2).sum(-1)
+    loss_brier = (brier * rec).sum() / rec.sum().clamp_min(1)
+    nonrec = (~rec).to(p.dtype)
+    n_nonrec = nonrec.sum(1)
+    p_nonrec = (p * nonrec[..., None]).sum(1) / n_nonrec.clamp_min(1)[:, None]
+    use = (n_nonrec >= 2).to(p.dtype)
+    loss_ac = ((p_nonrec ** 2).sum(-1) * use).sum() / use.sum().clamp_min(1)
+    return loss_brier, loss_ac, rec
 
 
 # ---- Salman et al. DnCNN objectives (finetune_diffusion.py --mode dncnn) ----------------------------
