@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
             reference_counts(reference, x_host, num, ref_bs, args.sigma, classes, device)
 
     # warm-up (cudnn autotuning, compilation), then calibrate N so that one floor measurement takes `seconds`
-    floor(1), run_ours(bs), run_reference(ref_bs)
+    floor(1)
+    run_ours(bs)
+    run_reference(ref_bs)
     t1 = timed(lambda: floor(1), device)
     k = max(2, round(seconds / max(t1, 1e-6)))
     num = k * bs

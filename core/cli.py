@@ -37,13 +37,15 @@ def model_parser() -> argparse.ArgumentParser:
                    help="classifier architecture for files that do not name one (e.g. CLIP_B16, timm:NAME, tv:NAME)")
     g.add_argument("--use_module", action="store_true",
                    help="DeepSpeed checkpoints: load 'module' instead of the default 'model_ema'")
-    g.add_argument("--denoiser", default="none",
-                   help="'none' (Cohen), a diffusion checkpoint, a DnCNN checkpoint or zoo:NAME")
+    g.add_argument("--denoiser", default="auto",
+                   help="'auto' (the dataset's diffusion model at its MDDS path, see README), 'none' (plain Cohen "
+                        "smoothing), a diffusion checkpoint, a DnCNN checkpoint or zoo:NAME")
     g.add_argument("--denoiser_config", default=None,
                    help="named diffusion config for raw OpenAI checkpoints (improved-cifar10-uncond, guided-256-uncond)")
     g.add_argument("--ddpm_path", default=None, help="MDDS alias: fine-tuned diffusion weights (same as --denoiser)")
     g.add_argument("--pad_to", type=int, default=None,
-                   help="reflection-pad inputs to this size before denoising and crop back (MDDS ImageNet: 256)")
+                   help="reflection-pad inputs to this size before denoising and crop back (default: 256 on "
+                        "ImageNet datasets as MDDS does; 0 feeds 224 unpadded as DDS does)")
     g.add_argument("--num_t_steps", type=int, default=1, help="DensePure: reverse steps from t* (1 = one-shot DDS)")
     g.add_argument("--reverse_seeds", type=int, default=1, help="DensePure: reverse runs majority-voted per sample")
     g.add_argument("--trust_checkpoint", action="store_true",
@@ -116,7 +118,7 @@ def check_args(args: argparse.Namespace) -> None:
         need(args.num_t_steps >= 1, f"--num_t_steps must be >= 1, got {args.num_t_steps}")
         need(args.reverse_seeds >= 1, f"--reverse_seeds must be >= 1, got {args.reverse_seeds}")
     if getattr(args, "ddpm_path", None):
-        need(args.denoiser in ("none", args.ddpm_path),
+        need(args.denoiser in ("auto", "none", args.ddpm_path),
              "give the diffusion weights once: --denoiser PATH or --ddpm_path PATH")
         args.denoiser = args.ddpm_path
     if getattr(args, "shard", None):

@@ -95,7 +95,9 @@ def ft_cadis_attack(classifier: nn.Module, x: torch.Tensor, x_hat: torch.Tensor,
     x: clean [M·B,C,H,W] (copy-major), x_hat: denoised copies, p_bar: consistent targets [B,K] (used as
     constants here). From η⁰ = x̂ − x (no random start), `num_steps` ascent steps of size 2ε/steps along
     the per-sample normalized gradient of (1/M)Σ_j KL(p̄ ‖ f(x + η_j)); project ‖η − η⁰‖ ≤ ε, then
-    rescale η to η⁰'s per-sample mean and RMS. The caller freezes f (eval mode, no parameter grads).
+    re-standardize per sample as the reference does, η ← μ(η⁰) + (η − μ(η))/RMS(η)·RMS(η⁰) (the mean
+    is restored exactly; RMS, not std, so the spread only approximately). The caller freezes f
+    (eval mode, no parameter grads).
     Returns η* (detached).
     """
     n = x.shape[0]

@@ -67,6 +67,45 @@ class Autocast(torch.nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ models
+# --denoiser auto: the diffusion model each dataset family is smoothed with, where the MDDS scripts keep it
+# (path, named config for raw OpenAI state dicts, reflection-pad size).
+DEFAULT_DENOISERS = {
+    "digits": ("zoo:digits_ddpm", "digits-ddpm", None),
+    "cifar10": ("OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt", "improved-cifar10-uncond", None),
+    "imagenet": ("OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt", "guided-256-uncond", 256),
+}
+
+
+def dataset_family(name: str) -> str | None:
+    name = name.replace("_", "-")
+    for fam in ("digits", "imagenet", "cifar10"):
+        if name.startswith(fam):
+            return fam
+    return None
+
+
+def resolve_denoiser_args(args: argparse.Namespace, dataset: str) -> None:
+    """Fill --denoiser auto, --denoiser_config and --pad_to from the dataset family (MDDS defaults)."""
+    fam = DEFAULT_DENOISERS.get(dataset_family(dataset))
+    if args.denoiser == "auto":
+        if args.classifier.startswith("querylog:"):
+            args.denoiser = "none"
+        elif fam is None:
+            raise MsrsError(f"no default denoiser for dataset {dataset!r}: pass --denoiser PATH or --denoiser none")
+        else:
+            args.denoiser = fam[0]
+            if not fam[0].startswith("zoo:") and not os.path.isfile(fam[0]):
+                raise MsrsError(f"the default {dataset} denoiser is not at {fam[0]}: put the OpenAI checkpoint "
+                                "there, pass --denoiser PATH (--ddpm_path), or --denoiser none for plain smoothing")
+    if args.denoiser != "none" and fam is not None:
+        if args.denoiser_config is None:
+            args.denoiser_config = fam[1]
+        if args.pad_to is None:
+            args.pad_to = fam[2]
+    if args.pad_to == 0:
+        args.pad_to = None
+
+
 def build_base_classifier(classifier: Callable[[torch.Tensor], torch.Tensor], denoiser: torch.nn.Module | None,
                           sigma: float, device: torch.device, amp: torch.dtype | None, compile: bool = False,
                           reverse_seeds: int = 1) -> torch.nn.Module:
@@ -149,6 +188,8 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     """Device, dataset and classifier for one run (denoisers are built lazily, per sigma)."""
     from datasets import dataset_info, get_dataset
     from models.classifiers import LogitMask, load_classifier
+    name = dataset_name or args.dataset
+    resolve_denoiser_args(args, name)
     device = resolve_device(args.device)
     flags = set_backend_flags(device)
     split = None
@@ -161,7 +202,6 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
         split = SplitCounts(rank, world)
-    name = dataset_name or args.dataset
     opts = {}
     if name == "cifar10c":
         names = [c for c in args.corr_type.split(",") if c]

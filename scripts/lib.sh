@@ -23,8 +23,8 @@
 #   CLIP_IMAGENET   FT-CLIP ViT-B/16 on ImageNet                                   ($CKPT_DIR/clip_imagenet/checkpoint-best)
 #   DDPM_CIFAR10    improved-diffusion cifar10_uncond_50M_500K.pt                  ($CKPT_DIR/cifar10_uncond_50M_500K.pt)
 #   DDPM_IMAGENET   guided-diffusion 256x256_diffusion_uncond.pt                   ($CKPT_DIR/256x256_diffusion_uncond.pt)
-#   DDPM_CIFAR10_FT MDDS-fine-tuned CIFAR-10 diffusion (scripts/mdds_finetune_diffusion.sh)
-#                                                                                   ($CKPT_DIR/mdds_ddpm_cifar10/checkpoint-best.pt)
+#   DDPM_CIFAR10_FT MDDS-fine-tuned CIFAR-10 diffusion (scripts/mdds_finetune_diffusion.sh writes it)
+#                                                                                   ($CKPT_DIR/mdds_ddpm_cifar10/denoiser.pt)
 #   VIT_CIFAR10     DDS/FT-CADIS CIFAR-10 classifier: HF aaraki/vit-base-patch16-224-in21k-finetuned-cifar10
 #                   converted to a timm state dict                                ($CKPT_DIR/vit_b16_cifar10.pt)
 #   BEIT_IMAGENET   DDS ImageNet classifier, timm beit_large_patch16_512 weights  ($CKPT_DIR/beit_large_patch16_512.pt)
@@ -55,7 +55,7 @@ CLIP_CIFAR10="${CLIP_CIFAR10:-$CKPT_DIR/clip_cifar10/checkpoint-best}"
 CLIP_IMAGENET="${CLIP_IMAGENET:-$CKPT_DIR/clip_imagenet/checkpoint-best}"
 DDPM_CIFAR10="${DDPM_CIFAR10:-$CKPT_DIR/cifar10_uncond_50M_500K.pt}"
 DDPM_IMAGENET="${DDPM_IMAGENET:-$CKPT_DIR/256x256_diffusion_uncond.pt}"
-DDPM_CIFAR10_FT="${DDPM_CIFAR10_FT:-$CKPT_DIR/mdds_ddpm_cifar10/checkpoint-best.pt}"
+DDPM_CIFAR10_FT="${DDPM_CIFAR10_FT:-$CKPT_DIR/mdds_ddpm_cifar10/denoiser.pt}"
 VIT_CIFAR10="${VIT_CIFAR10:-$CKPT_DIR/vit_b16_cifar10.pt}"
 BEIT_IMAGENET="${BEIT_IMAGENET:-$CKPT_DIR/beit_large_patch16_512.pt}"
 VIT_IMAGENET="${VIT_IMAGENET:-$CKPT_DIR/vit_base_patch16_clip_384.pt}"
@@ -122,6 +122,9 @@ accum_for() {
   fi
   echo $(($1 / GPUS > 0 ? $1 / GPUS : 1))
 }
+
+# started DIR: a training run in DIR has a checkpoint to continue from (rerunning a script resumes it).
+started() { [[ -e "$1/checkpoint-last.pt" ]]; }
 
 # with_sigma TEMPLATE SIGMA: TEMPLATE with every '{sigma}' replaced (per-sigma checkpoints).
 with_sigma() { printf '%s' "${1//\{sigma\}/$2}"; }

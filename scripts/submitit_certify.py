@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> None:
     else:  # local / debug: no dependencies, so wait here and merge
         for job in jobs:
             job.result()
-        print(CommandFunction(merge, cwd=ROOT)())
+        print(CommandFunction(merge, cwd=ROOT, verbose=False)())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT, run_script
 
-COMMON = ["--N", "200", "--N0", "20", "--batch", "100", "--device", "cpu"]
+COMMON = ["--N", "200", "--N0", "20", "--batch", "100", "--device", "cpu", "--denoiser", "none"]
 
 
 def rows(path):
@@ -22,7 +22,7 @@ def rows(path):
 def test_certify_cascade_end_to_end(digits_classifier, tmp_path):
     out = tmp_path / "cascade.tsv"
     r = run_script("certify.py", "digits", digits_classifier, str(out), "--sigma25", "--sigma50", "--sigma100",
-                   "--denoiser", "none", "--skip", "12", *COMMON, check=True)
+                   "--skip", "12", *COMMON, check=True)
     df = pd.read_csv(out, sep="\t")
     assert list(df.columns) == ["idx", "label", "predict", "radius", "r_neg", "correct", "pred_uc", "corr_uc",
                                 "stage", "time"]
@@ -45,11 +45,11 @@ def test_certify_single_sigma_and_predict(digits_classifier, tmp_path):
     assert df["idx"].tolist() == [0, 8, 16, 24, 32]
     pout = tmp_path / "pred.tsv"
     run_script("predict_ddpm.py", "digits", digits_classifier, "0.25", str(pout), "--max", "40", "--skip", "8",
-               "--N", "50", "--device", "cpu", check=True)
+               "--N", "50", "--device", "cpu", "--denoiser", "none", check=True)
     assert list(pd.read_csv(pout, sep="\t").columns) == ["idx", "label", "pred0", "pred1", "correct", "time", "conf"]
     mout = tmp_path / "mdds.tsv"
     run_script("predict_mdds.py", "digits", digits_classifier, str(mout), "--sigma25", "--sigma50", "--max", "40",
-               "--skip", "8", "--N", "50", "--device", "cpu", check=True)
+               "--skip", "8", "--N", "50", "--device", "cpu", "--denoiser", "none", check=True)
     dm = pd.read_csv(mout, sep="\t")
     assert list(dm.columns) == ["idx", "label", "pred0", "predict", "correct", "time", "stage", "c_max"]
     assert dm["correct"].mean() >= 0.6

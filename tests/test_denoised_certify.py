@@ -43,13 +43,21 @@ def test_dds_and_densepure_through_certify(digits_classifier, tiny_ddpm, tmp_pat
                                   pd.read_csv(dp2, sep="\t").drop(columns="time"))
 
 
-def test_raw_openai_checkpoint_needs_config(digits_classifier, tiny_ddpm, tmp_path):
+def test_raw_openai_checkpoint_config(digits_classifier, tiny_ddpm, tmp_path):
     _, raw = tiny_ddpm
-    r = run_script("certify.py", "digits", digits_classifier, str(tmp_path / "a.tsv"), "--sigma25",
-                   "--denoiser", str(raw), *TINY)
-    assert r.returncode == 2 and "--denoiser_config" in r.stderr and "Traceback" not in r.stderr
+    # a raw state dict takes the dataset family's named config (digits-ddpm) unless one is given
     run_script("predict_ddpm.py", "digits", digits_classifier, "0.25", str(tmp_path / "b.tsv"),
-               "--denoiser", str(raw), "--denoiser_config", "digits-ddpm", *TINY, check=True)
+               "--denoiser", str(raw), *TINY, check=True)
+    r = run_script("certify.py", "digits", digits_classifier, str(tmp_path / "a.tsv"), "--sigma25",
+                   "--denoiser", str(raw), "--denoiser_config", "improved-small", *TINY)
+    assert r.returncode == 2 and str(raw) in r.stderr and "key" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_auto_denoiser_missing_file_is_explained(digits_classifier, tmp_path):
+    r = run_script("certify.py", "cifar10", digits_classifier, str(tmp_path / "c.tsv"), "--sigma25",
+                   "--data_path", str(tmp_path), *TINY)
+    # the dataset is missing too; whichever is checked first, the message names the file to provide
+    assert r.returncode == 2 and ("cifar10_uncond_50M_500K.pt" in r.stderr or "cifar-10-batches-py" in r.stderr)
 
 
 def test_salman_dncnn_denoiser(digits_classifier, tmp_path):
@@ -73,13 +81,14 @@ def test_untrusted_pickle_refused_unless_trusted(digits_classifier, tmp_path):
     obj["note"] = Payload()
     path = tmp_path / "odd.pt"
     torch.save(obj, path)
-    r = run_script("certify.py", "digits", str(path), str(tmp_path / "o.tsv"), "--sigma25", *TINY)
+    r = run_script("certify.py", "digits", str(path), str(tmp_path / "o.tsv"), "--sigma25", "--denoiser", "none",
+                   *TINY)
     assert r.returncode == 2 and "--trust_checkpoint" in r.stderr and "Traceback" not in r.stderr
     # trusted: it unpickles (the class must be importable there), warns, and runs
     r = run_script("-c", "import sys, runpy; sys.path.insert(0, 'tests'); import test_denoised_certify; "
                    "sys.modules['__main__'].Payload = test_denoised_certify.Payload; "
                    f"sys.argv = ['certify.py', 'digits', {str(path)!r}, {str(tmp_path / 'o.tsv')!r}, '--sigma25', "
-                   "'--trust_checkpoint', " + ", ".join(repr(a) for a in TINY) + "]; "
+                   "'--trust_checkpoint', '--denoiser', 'none', " + ", ".join(repr(a) for a in TINY) + "]; "
                    "runpy.run_path('certify.py', run_name='__main__')")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "trust_checkpoint" in r.stderr

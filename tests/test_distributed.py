@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import ROOT, run_script
 
-FLAGS = ["--skip", "9", "--max", "90", "--N", "200", "--N0", "20", "--batch", "100", "--device", "cpu", "--seed", "1"]
+FLAGS = ["--skip", "9", "--max", "90", "--N", "200", "--N0", "20", "--batch", "100", "--device", "cpu", "--seed", "1",
+         "--denoiser", "none"]
 
 
 def rows(path):
@@ -93,7 +94,8 @@ def test_split_n_sums_worker_counts(digits_classifier, tmp_path):
     n0, n, sigma = 21, 201, 0.5
     r = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29733", "--", "certify.py", "digits",
                         digits_classifier, str(out), "--sigmas", str(sigma), "--N0", str(n0), "--N", str(n),
-                        "--skip", "40", "--batch", "64", "--device", "cpu", "--split_n", "--alpha", "0.01"],
+                        "--skip", "40", "--batch", "64", "--device", "cpu", "--split_n", "--alpha", "0.01",
+                        "--denoiser", "none"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(out, sep="\t")

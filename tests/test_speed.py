@@ -92,6 +92,31 @@ def test_counts_drop_labels_beyond_num_classes():
     assert counts.tolist() == [0, 0, 0, 20, 0, 0, 0, 0, 0, 0]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_host_sync_per_batch_cuda(models):
+    """The sampling loop's host syncs do not grow with the number of batches (one at the end of the call)."""
+    import warnings
+    den, clf = models
+    cuda = torch.device("cuda")
+    base = build_base_classifier(copy.deepcopy(clf), copy.deepcopy(den), SIGMA, cuda, torch.bfloat16)
+    smooth, x = Smooth(base, 10, SIGMA), torch.rand(3, 16, 16, device=cuda)
+    smooth.sample_counts(x, 64, 32, example_generator(0, 0, device=cuda))  # warm-up
+
+    def syncs(n: int) -> int:
+        g = example_generator(0, 1, device=cuda)
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                smooth.sample_counts(x, n, 32, g)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return len(caught)
+
+    assert syncs(32 * 8) == syncs(32 * 2)
+
+
 def test_bench_small_runs(capsys):
     out = bench.main(["--small", "--seconds", "0.05", "--rounds", "1", "--batch", "32", "--device", "cpu"])
     assert out["config"] == "small" and out["batch"] == 32
