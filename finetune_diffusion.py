@@ -11,11 +11,11 @@
         --noise_sd 0.25 --outdir OUT
 
 Outputs under --output_dir (--outdir): ``log.txt`` (one JSON line per epoch) and ``checkpoint-last.pt``
-(resumable: model, EMA, optimizer, epoch, step, RNG states). Diffusion modes also write the reference
-layout, raw UNet state dicts ``model{step:06d}.pt`` and ``ema_{rate}_{step:06d}.pt`` (improved-diffusion
-names; load them with ``--denoiser PATH --denoiser_config NAME``, or MDDS's ``--ddpm_path``) and
-``denoiser.pt``, our self-describing diffusion file of the EMA weights (``--denoiser PATH``, no config
-needed). DnCNN mode writes Salman's ``checkpoint.pth.tar`` (``{'epoch', 'arch', 'state_dict',
+(resumable: model, EMA, optimizer, epoch, step, RNG states). Diffusion modes also write ``denoiser.pt``,
+our self-describing diffusion file of the EMA weights (``--denoiser PATH``, no config needed), and, at
+the end and every --raw_freq epochs, the reference layout: raw UNet state dicts ``model{step:06d}.pt``
+and ``ema_{rate}_{step:06d}.pt`` (improved-diffusion's names; load them with ``--denoiser PATH
+--denoiser_config NAME``, or MDDS's ``--ddpm_path``). DnCNN mode writes Salman's ``checkpoint.pth.tar`` (``{'epoch', 'arch', 'state_dict',
 'optimizer'}``). ``--export PATH`` writes the final (EMA) model in our self-describing format.
 """
 from __future__ import annotations
@@ -94,7 +94,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--output_dir", "--outdir", dest="output_dir", default="")
     g.add_argument("--export", default=None, help="write the final (EMA) model in our self-describing format here")
     g.add_argument("--eval_max", type=int, default=512, help="evaluate on at most this many test images (0: all)")
-    g.add_argument("--save_ckpt_freq", type=int, default=1, help="save every N epochs")
+    g.add_argument("--save_ckpt_freq", type=int, default=1, help="write checkpoint-last.pt / denoiser.pt every N epochs")
+    g.add_argument("--raw_freq", type=int, default=0,
+                   help="also keep raw model/ema state dicts every N epochs (0: only at the end)")
+    g.add_argument("--eval_freq", type=int, default=1, help="evaluate every N epochs (and after the last)")
     g.add_argument("--resume", nargs="?", const="auto", default="",
                    help="resume from a checkpoint-last.pt (no value: OUTPUT_DIR/checkpoint-last.pt)")
     g.add_argument("--device", default="auto")
@@ -350,10 +353,11 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
                                        seed=args.seed, desc=args.mode)
         state.epoch = epoch + 1
         row = {"epoch": epoch, "step": state.step, **{f"train_{k}": v for k, v in stats.items()}}
-        eval_model = ema.module if ema is not None else model
-        row.update({f"test_{k}": v for k, v in eval_denoiser(den_for_sigma(eval_model), classifier, test_loader, device,
-                                                              args.train_sigmas, args.seed, amp_dtype).items()})
-        model.train()
+        if state.epoch % args.eval_freq == 0 or state.epoch == args.epochs:
+            eval_model = ema.module if ema is not None else model
+            row.update({f"test_{k}": v for k, v in eval_denoiser(den_for_sigma(eval_model), classifier, test_loader,
+                                                                  device, args.train_sigmas, args.seed, amp_dtype).items()})
+            model.train()
         row["epoch_time"] = time.time() - t0
         if rank == 0:
             print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}))
@@ -361,7 +365,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
         if args.output_dir and (state.epoch % args.save_ckpt_freq == 0 or state.epoch == args.epochs):
             engine.save_state(last, train_model, optimizer, state, ema, scaler, args)
             if rank == 0:
-                save_outputs(args, model, ema, arch, kwargs, optimizer, state)
+                raw = state.epoch == args.epochs or (args.raw_freq > 0 and state.epoch % args.raw_freq == 0)
+                save_outputs(args, model, ema, arch, kwargs, optimizer, state, raw)
     if args.export and rank == 0:
         save_final(args.export, model, ema, arch, kwargs, state)
         print(f"wrote {args.export}")
@@ -377,8 +382,8 @@ def _sgd(args: argparse.Namespace, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=args.start_sgd_lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
-def save_outputs(args, model, ema, arch, kwargs, optimizer, state) -> None:
-    """The reference layouts beside checkpoint-last.pt (see the module docstring)."""
+def save_outputs(args, model, ema, arch, kwargs, optimizer, state, raw: bool = True) -> None:
+    """The reference layouts beside checkpoint-last.pt (see the module docstring); raw state dicts if `raw`."""
     from models.checkpoint import save_checkpoint
     out = args.output_dir
     if args.mode == "dncnn":
@@ -386,9 +391,11 @@ def save_outputs(args, model, ema, arch, kwargs, optimizer, state) -> None:
             ema.module if ema is not None else model), "optimizer": optimizer.state_dict()},
             os.path.join(out, "checkpoint.pth.tar"))
         return
-    save_checkpoint(engine.state_dict_cpu(model), os.path.join(out, f"model{state.step:06d}.pt"))
-    if ema is not None:
-        save_checkpoint(engine.state_dict_cpu(ema.module), os.path.join(out, f"ema_{args.ema_decay:g}_{state.step:06d}.pt"))
+    if raw:
+        save_checkpoint(engine.state_dict_cpu(model), os.path.join(out, f"model{state.step:06d}.pt"))
+        if ema is not None:
+            save_checkpoint(engine.state_dict_cpu(ema.module),
+                            os.path.join(out, f"ema_{args.ema_decay:g}_{state.step:06d}.pt"))
     save_final(os.path.join(out, "denoiser.pt"), model, ema, arch, kwargs, state)
 
 

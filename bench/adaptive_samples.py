@@ -94,11 +94,10 @@ def certified_accuracy(pred: np.ndarray, radius: np.ndarray, labels: np.ndarray,
 
 def main(args: argparse.Namespace) -> dict:
     schedule = dict(first_look=args.first_look, growth=args.growth, final_share=args.final_share,
-                    futility=args.futility)
-    looks = adaptive.look_schedule(args.N, args.first_look, args.growth)
-    weights = adaptive.look_weights(len(looks), args.final_share)
+                    power=args.power, futility=args.futility)
+    looks, weights = adaptive.schedule(args.N, args.first_look, args.growth, args.final_share, args.power)
     print(f"N = n_max = {args.N}, N0 = {args.N0}, alpha = {args.alpha}; looks {looks}; "
-          f"alpha share of the last look {weights[-1]:.3f}, of each earlier look {weights[0]:.4f}")
+          f"shares of alpha {' '.join(f'{w:.3g}' for w in weights)}")
     table = log_lower_table()
     totals = dict(adaptive=0, fixed=0)
     all_used: list[int] = []
@@ -161,6 +160,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--first_look", type=int, default=adaptive.FIRST_LOOK)
     p.add_argument("--growth", type=float, default=adaptive.GROWTH)
     p.add_argument("--final_share", type=float, default=adaptive.FINAL_SHARE)
+    p.add_argument("--power", type=float, default=adaptive.POWER)
     p.add_argument("--futility", type=float, default=adaptive.FUTILITY)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logs", type=Path, default=LOGS)

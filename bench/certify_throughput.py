@@ -13,14 +13,15 @@ denoise-then-classify networks, interleaved in rounds (medians reported):
       ``torch.randn_like(batch, device=...)``, ``.cpu().numpy()`` and a Python loop counting the predictions.
       It reuses our one-shot denoiser, which is cheaper than DDS's full ``p_sample``: (2)/(3) is conservative.
 Printed: (a) (2)/(1), goal >= 0.95; (b) (2)/(3), goal >= 1.5 on GPU; (c) the peak memory of each path over
-a separate, untimed pass (CUDA: torch.cuda.max_memory_allocated; CPU: the process RSS sampled from
-/proc/self/statm every millisecond, above its value at the start of the pass).
+a separate, untimed pass, above the memory in use at its start (weights excluded; CUDA:
+torch.cuda.max_memory_allocated; CPU: the process RSS sampled from /proc/self/statm every millisecond).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import ctypes
 import math
 import platform
 import resource
@@ -64,9 +65,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
                    help="our path's autocast (auto: bf16 on CUDA, off on CPU); the reference is fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile our base classifier (floor and ours)")
+    p.add_argument("--channels_last", choices=["auto", "on", "off"], default="auto",
+                   help="our networks' layout (auto: the pipeline's rule, on with autocast on CUDA)")
     p.add_argument("--seconds", type=float, default=None,
                    help="length of one floor measurement; sets N for the others (default 5 CPU, 10 CUDA)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--threads", type=int, default=None, help="CPU: torch.set_num_threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -136,8 +140,9 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 # --------------------------------------------------------------------------------------------- memory
 class RssPeak:
-    """Peak resident memory of this process above its value at entry, sampled from /proc/self/statm every
-    ``interval`` seconds by a thread; without /proc: the growth of the lifetime maximum (ru_maxrss)."""
+    """Peak resident memory of this process above its value at entry (after glibc's malloc_trim), sampled
+    from /proc/self/statm every ``interval`` seconds by a thread; without /proc: the growth of the lifetime
+    maximum (ru_maxrss)."""
 
     PAGE = resource.getpagesize()
 
@@ -156,6 +161,8 @@ class RssPeak:
             time.sleep(self.interval)
 
     def __enter__(self) -> "RssPeak":
+        with contextlib.suppress(OSError, AttributeError):  # glibc: hand freed memory back, so growth shows
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         if Path("/proc/self/statm").exists():
             self.start = self._rss()
             self._thread = threading.Thread(target=self._run, daemon=True)
@@ -178,9 +185,11 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int, st
     if device.type == "cuda":
         speed.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
         fn()
         speed.synchronize(device)
-        return torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated (weights included)"
+        return torch.cuda.max_memory_allocated(device) - start, \
+            "torch.cuda.max_memory_allocated above the allocation at the start of each pass (weights excluded)"
     with RssPeak() as rss:
         fn()
     return rss.peak, f"peak process RSS above the start of each pass ({rss.method})"
@@ -199,6 +208,8 @@ def device_name(device: torch.device) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = "small" if args.small else (args.config or ("cifar" if device.type == "cuda" else "small"))
     seconds = args.seconds if args.seconds is not None else (10.0 if device.type == "cuda" else 5.0)
     flags = set_backend_flags(device)           # what certify.py sets for our path
@@ -208,7 +219,9 @@ def main(argv: list[str] | None = None) -> dict:
     denoiser, classifier = build_models(config, args.sigma, args.seed)
     # the reference gets its own plain fp32 copies: our assembly may convert the networks in place
     reference = DenoiseThenClassify(copy.deepcopy(denoiser), copy.deepcopy(classifier), args.sigma).to(device).eval()
-    ours = build_base_classifier(classifier, denoiser, args.sigma, device, amp, compile=args.compile)
+    channels_last = speed.use_channels_last(device, amp) if args.channels_last == "auto" else args.channels_last == "on"
+    ours = build_base_classifier(classifier, denoiser, args.sigma, device, amp, compile=args.compile,
+                                 channels_last=channels_last)
     smooth = Smooth(ours, classes, args.sigma)
     x_host = torch.rand(shape, generator=torch.Generator().manual_seed(args.seed))
     x = x_host.to(device)
@@ -240,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_ours(bs)
     run_reference(ref_bs)
     t1 = timed(lambda: floor(1), device)
-    k = max(2, round(seconds / max(t1, 1e-6)))
+    k = max(4, round(seconds / max(t1, 1e-6)))
     num = k * bs
 
     rates: dict[str, list[float]] = {"floor": [], "ours": [], "reference": []}
@@ -262,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"certify throughput | config {config}: {diff_config} UNet + {arch}, {shape[1]}x{shape[2]} input, "
           f"random weights | sigma {args.sigma}")
     print(f"device: {device} ({device_name(device)}) | torch {torch.__version__}")
-    print(f"ours: amp {amp_name}, channels_last {'on' if speed.use_channels_last(device, amp) else 'off'}, "
+    print(f"ours: amp {amp_name}, channels_last {'on' if channels_last else 'off'}, "
           f"compile {'on' if args.compile else 'off'}, flags {flags}, batch {bs}"
           f"{' (auto)' if args.batch == 'auto' else ''}")
     print(f"reference: fp32, PyTorch default flags, batch {ref_bs}")
@@ -270,16 +283,21 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [("(1) bare forward floor (pre-made noisy batches)", "floor"),
             ("(2) ours: Smooth.sample_counts, default path", "ours"),
             ("(3) reference-style loop (locuslab/DDS)", "reference")]
-    print(f"| {'path':<50} | {'samples/s':>10} | {'peak memory (MiB)':>17} |")
-    print(f"|{'-' * 52}|{'-' * 12}|{'-' * 19}|")
+    print(f"| {'path':<50} | {'samples/s':>10} | {'rounds: min-max':>17} | {'peak memory (MiB)':>17} |")
+    print(f"|{'-' * 52}|{'-' * 12}|{'-' * 19}|{'-' * 19}|")
     for label, name in rows:
-        print(f"| {label:<50} | {med[name]:>10.1f} | {mem[name] / 2**20:>17.1f} |")
-    print(f"\n(a) ours / floor     = {ratio_floor:.3f}   (goal >= 0.95)")
-    print(f"(b) ours / reference = {ratio_ref:.3f}   (goal >= 1.5 on GPU)")
-    print(f"(c) memory: {mem_method}")
+        spread = f"{min(rates[name]):.1f}-{max(rates[name]):.1f}"
+        print(f"| {label:<50} | {med[name]:>10.1f} | {spread:>17} | {mem[name] / 2**20:>17.1f} |")
+    def per_round(a: str, b: str) -> str:
+        return " ".join(f"{x / y:.3f}" for x, y in zip(rates[a], rates[b]))
+    print(f"\n(a) ours / floor     = {ratio_floor:.3f}   (goal >= 0.95; per round: {per_round('ours', 'floor')})")
+    print(f"(b) ours / reference = {ratio_ref:.3f}   (goal >= 1.5 on GPU; per round: {per_round('ours', 'reference')})")
+    weights = sum(t.numel() * t.element_size() for m in (denoiser, classifier) for t in m.state_dict().values())
+    print(f"(c) memory: {mem_method}; weights: {weights / 2**20:.1f} MiB per copy")
     return {"config": config, "device": str(device), "device_name": device_name(device), "batch": bs,
             "ref_batch": ref_bs, "num": num, "samples_per_s": med, "rates": rates, "ratio_floor": ratio_floor,
-            "ratio_reference": ratio_ref, "peak_memory": mem, "memory_method": mem_method}
+            "ratio_reference": ratio_ref, "peak_memory": mem, "memory_method": mem_method,
+            "weights_bytes": weights}
 
 
 if __name__ == "__main__":

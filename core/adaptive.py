@@ -58,7 +58,8 @@ from core.smoothing import ABSTAIN
 
 FIRST_LOOK = 256       # estimation draws at the first look
 GROWTH = 2.0           # each look multiplies the draws so far by this factor (the last one is n_max)
-FINAL_SHARE = 0.5      # share of alpha spent on the last look (the rest evenly over the earlier looks)
+FINAL_SHARE = 0.5      # share of alpha spent on the last look
+POWER = 0.5            # the rest goes to the earlier looks in proportion to n_l^POWER
 GRID_STEP = 0.25       # default evaluation grid: 0, .25, .5, ...
 FUTILITY = 1e-4        # one-sided level of the optimistic rate used to call the next grid radius unreachable
 
@@ -76,15 +77,24 @@ def look_schedule(n_max: int, first_look: int = FIRST_LOOK, growth: float = GROW
     return looks + [int(n_max)]
 
 
-def look_weights(num_looks: int, final_share: float = FINAL_SHARE) -> list[float]:
-    """Shares w_l of alpha per look, summing to <= 1: final_share on the last, the rest evenly before."""
-    if num_looks < 1 or not 0 < final_share <= 1:
-        raise ValueError(f"need num_looks >= 1 and final_share in (0, 1]; got {num_looks}, {final_share}")
-    if num_looks == 1:
+def look_weights(looks: Sequence[int], final_share: float = FINAL_SHARE, power: float = POWER) -> list[float]:
+    """Shares w_l of alpha per look, summing to <= 1: final_share on the last look, the rest over the
+    earlier ones in proportion to n_l^power (power 0: evenly; > 0: more where the undecided inputs are)."""
+    if not looks or not 0 < final_share < 1:
+        raise ValueError(f"need at least one look and final_share in (0, 1); got {len(looks)}, {final_share}")
+    if len(looks) == 1:
         w = [1.0]
     else:
-        w = [(1 - final_share) / (num_looks - 1)] * (num_looks - 1) + [final_share]
+        early = np.asarray(looks[:-1], dtype=float) ** power
+        w = ((1 - final_share) * early / early.sum()).tolist() + [final_share]
     return [x * (1 - 1e-9) for x in w]  # float rounding must never push the sum above 1
+
+
+def schedule(n_max: int, first_look: int = FIRST_LOOK, growth: float = GROWTH, final_share: float = FINAL_SHARE,
+             power: float = POWER) -> tuple[list[int], list[float]]:
+    """The looks and their shares of alpha (data-independent: fixed before any draw)."""
+    looks = look_schedule(n_max, first_look, growth)
+    return looks, look_weights(looks, final_share, power)
 
 
 def default_radius_grid(sigma: float, n_max: int, alpha_last: float, p0: float = 0.5,
@@ -100,14 +110,14 @@ def _next_grid(grid: np.ndarray, r: float) -> float | None:
     return float(above[0]) if len(above) else None
 
 
-def _optimistic_hits(k: int, n: int, p: float, n_last: int, z: float, high: bool) -> int:
-    """Hits by the last look if the n_last - n draws still to come hit at rate p and land z standard
-    deviations above (high) or below their mean: optimistic about both the rate and the luck."""
+def _predicted_hits(k: int, n: int, n_last: int, z: float, high: bool) -> int:
+    """Hits by the last look at z predictive standard deviations above (high) or below their mean, given
+    k hits in n draws: normal approximation of k + Binomial(n_last - n, p) with p ~ N(k/n, p(1-p)/n),
+    i.e. both the uncertainty of the rate and the luck of the draws still to come."""
     m = n_last - n
-    spread = z * math.sqrt(m * p * (1 - p))
-    if high:
-        return min(n_last, k + math.ceil(m * p + spread))
-    return max(k, k + math.floor(m * p - spread))
+    v = (k + 0.5) / (n + 1)  # keeps the variance positive at k = 0 or k = n
+    mean, sd = k + m * k / n, math.sqrt(v * (1 - v) * (m * m / n + m))
+    return min(n_last, math.ceil(mean + z * sd)) if high else max(k, math.floor(mean - z * sd))
 
 
 class SequentialStage:
@@ -122,7 +132,9 @@ class SequentialStage:
         if n0 < 1:
             raise ValueError(f"need n0 >= 1 selection draws, got {n0}")
         self.sample, self.sigma, self.looks, self.weights, self.alpha = sample, sigma, list(looks), list(weights), alpha
-        self.futility = futility
+        if not 0 < futility < 0.5:
+            raise ValueError(f"need futility in (0, 0.5), got {futility}")
+        self.z_futility = float(stats.norm.isf(futility))
         self.selection = np.asarray(sample(n0), dtype=np.int64)
         self.cAHat = int(np.argmax(self.selection))  # ties -> lowest class index
         self.estimation = np.zeros_like(self.selection)
@@ -154,13 +166,11 @@ class SequentialStage:
         self.pLower, self.pUpper = max(self.pLower, lo), min(self.pUpper, hi)
 
     def _optimistic_bound(self, k: int, alpha: float, high: bool) -> float:
-        """The best bound the last look (at alpha * w_L) could give a class with k of the n draws so far:
-        its lower bound if high (hits come fast), else its upper bound. The rate and the luck of the draws
-        still to come are taken at the one-sided futility level (``FUTILITY``); stopping decisions only."""
-        lo, hi = stats.cp_bounds(k, self.n, self.futility)
-        z = float(stats.norm.isf(self.futility))
+        """The bound the last look (n_max draws at alpha * w_L) gives a class with k of the n draws so far
+        if its hits by then reach their upper (high: lower bound returned) or lower (upper bound returned)
+        futility quantile (``_predicted_hits``). Used for stopping decisions only."""
+        hits = _predicted_hits(k, self.n, self.looks[-1], self.z_futility, high)
         n_last, level = self.looks[-1], self.level(alpha, -1)
-        hits = _optimistic_hits(k, self.n, hi if high else lo, n_last, z, high)
         return stats.cp_lower(hits, n_last, level) if high else stats.cp_upper(hits, n_last, level)
 
     def radius(self, p0: float) -> tuple[float, float]:
@@ -206,21 +216,16 @@ def _settle(components: list[tuple[float, float, SequentialStage]], grid: np.nda
     return list({id(stage): stage for _, stage in binding}.values())
 
 
-def _schedule(n_max: int, first_look: int, growth: float, final_share: float) -> tuple[list[int], list[float]]:
-    looks = look_schedule(n_max, first_look, growth)
-    return looks, look_weights(len(looks), final_share)
-
-
 def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha: float,
                        radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE,
+                       growth: float = GROWTH, final_share: float = FINAL_SHARE, power: float = POWER,
                        futility: float = FUTILITY) -> tuple[int, float, int]:
     """Sequential CERTIFY on counts drawn by ``sample(num)`` (one stream): (cAHat or ABSTAIN, radius, n_used).
 
     With probability >= 1 - alpha, a non-abstaining answer's class is g(x + delta) for ||delta|| < radius.
     n_used = n0 + estimation draws (<= n0 + n_max).
     """
-    looks, weights = _schedule(n_max, first_look, growth, final_share)
+    looks, weights = schedule(n_max, first_look, growth, final_share, power)
     grid = (default_radius_grid(sigma, n_max, alpha * weights[-1]) if radius_grid is None
             else np.sort(np.asarray(radius_grid, dtype=float)))
     stage = SequentialStage(sample, sigma, n0, looks, weights, alpha, futility)
@@ -233,14 +238,14 @@ def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha
 
 def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0: int, n_max: int, alpha: float,
                        p0: float = 0.5, radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE,
+                       growth: float = GROWTH, final_share: float = FINAL_SHARE, power: float = POWER,
                        futility: float = FUTILITY) -> CascadeResult:
     """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
 
     Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
     sampled further after it was left, to tighten its off-class cap. Result as ``cascade_decide``'s.
     """
-    looks, weights = _schedule(n_max, first_look, growth, final_share)
+    looks, weights = schedule(n_max, first_look, growth, final_share, power)
     grid = (default_radius_grid(sigmas[0], n_max, alpha * weights[-1], p0) if radius_grid is None
             else np.sort(np.asarray(radius_grid, dtype=float)))
     seen: list[SequentialStage] = []

@@ -108,20 +108,22 @@ def resolve_denoiser_args(args: argparse.Namespace, dataset: str) -> None:
 
 def build_base_classifier(classifier: Callable[[torch.Tensor], torch.Tensor], denoiser: torch.nn.Module | None,
                           sigma: float, device: torch.device, amp: torch.dtype | None, compile: bool = False,
-                          reverse_seeds: int = 1) -> torch.nn.Module:
+                          reverse_seeds: int = 1, channels_last: bool | None = None) -> torch.nn.Module:
     """The one place a base classifier f_sigma is assembled (entry scripts via Job, and bench/):
     DenoiseThenClassify(denoiser, classifier) -- or the classifier alone -- under Autocast, on device, eval.
 
-    Fast-path switches (core.speed): channels_last weights on CUDA with autocast only, so that with amp None
-    the result computes exactly what the plain modules do; torch.compile only when asked. The networks are
-    converted in place (shared by every sigma, and by clean_logits).
+    Fast-path switches (core.speed): channels_last weights on CUDA with autocast only (``channels_last=None``),
+    so that with amp None the result computes exactly what the plain modules do; torch.compile only when
+    asked. The networks are converted in place (shared by every sigma, and by clean_logits).
     """
     from core import speed
     from core.denoise import DenoiseThenClassify
     base = classifier if denoiser is None else DenoiseThenClassify(denoiser, classifier, sigma,
                                                                    reverse_seeds=reverse_seeds)
     base = Autocast(base, amp).to(device).eval()
-    if speed.use_channels_last(device, amp):
+    if channels_last is None:
+        channels_last = speed.use_channels_last(device, amp)
+    if channels_last:
         speed.to_channels_last(base)
     return torch.compile(base) if compile else base
 
@@ -189,7 +191,6 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     from datasets import dataset_info, get_dataset
     from models.classifiers import LogitMask, load_classifier
     name = dataset_name or args.dataset
-    resolve_denoiser_args(args, name)
     device = resolve_device(args.device)
     flags = set_backend_flags(device)
     split = None
@@ -211,6 +212,7 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
         opts = {"transform": "mdds"}
     dataset = get_dataset(name, args.split, args.data_path, **opts)
     info = dataset_info(name)
+    resolve_denoiser_args(args, name)  # after the dataset: a missing dataset is reported first
     if args.classifier.startswith("querylog:"):  # answers of a black-box classifier to logged queries
         from core.blackbox import LogReplay
         if args.denoiser != "none" or len(sigmas) != 1:

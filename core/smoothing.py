@@ -115,7 +115,7 @@ class Smooth:
             noise = torch.randn((bs, *x.shape), generator=g, device=x.device, dtype=x.dtype)
             batch = noise.mul_(self.sigma).add_(x)  # x + sigma * noise, in place: the same bits, no extra buffer
             predictions = self.base_classifier(batch).argmax(1).clamp_(max=self.num_classes)
-            # index_add_, not torch.bincount: on CUDA bincount reads max(predictions) back to the host (a sync per batch)
+            # index_add_, not torch.bincount: on CUDA bincount reads max(predictions) back to the host (a sync)
             counts.index_add_(0, predictions, torch.ones_like(predictions))
         counts = counts[: self.num_classes]
         if self.split is not None:

@@ -2,8 +2,9 @@
 # DensePure, Xiao et al. 2023, CIFAR-10 table: NUM_T_STEPS stochastic reverse steps from t* of the
 # improved-diffusion CIFAR-10 UNet, REVERSE_SEEDS reverse runs majority-voted per noise sample, the
 # DDS ViT-B/16 classifier; sigma = 0.25, 0.50, 1.00; DensePure's 500 test images (ids 0:20:9980,
-# --skip 20), N0 100, N 100,000. (The DensePure run script uses --num_t_steps 2; REVERSE_SEEDS is the
-# number of reverse seeds its merge step votes over.)
+# --skip 20), N0 100, N 100,000, batch 100 (run_scripts/densepure_cifar10.sh). DensePure's run and merge
+# scripts take the step count and the number of voting reverse seeds as arguments (its README example:
+# 2 steps); here NUM_T_STEPS and REVERSE_SEEDS, both in the output path.
 #
 # Usage: bash scripts/densepure_cifar10.sh [--dry-run]
 # Env: VIT_CIFAR10, DDPM_CIFAR10, DATA_PATH, OUT_DIR, N (100000), SKIP (20), BATCH (100),

@@ -5,17 +5,19 @@
 # then the certified-accuracy table and plot (the README figure, docs/digits_certified.png).
 #
 # Usage: bash scripts/digits_demo.sh [--dry-run]
-# Env: OUT_DIR, N (1000), N0 (100), SKIP (1), BATCH (500), DEVICE (cpu), PLOT (docs/digits_certified.png),
-#      CLASSIFIER (zoo:digits_cnn), DENOISER (zoo:digits_ddpm); see scripts/lib.sh.
+# Env: OUT_DIR, N (500), N0 (100), SKIP (4: 90 of the 360 test digits), BATCH (600), DEVICE (cpu),
+#      PLOT (docs/digits_certified.png), CLASSIFIER (zoo:digits_cnn), DENOISER (zoo:digits_ddpm),
+#      OMP_NUM_THREADS (2); see scripts/lib.sh.
 # Output: $OUT_DIR/certify/digits/{dds/sigma_S_N$N.tsv, mdds/sigma_0.25_0.50_1.00_N$N.tsv}, $PLOT
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 
-N="${N:-1000}"
+N="${N:-500}"
 N0="${N0:-100}"
-SKIP="${SKIP:-1}"
-BATCH="${BATCH:-500}"
+SKIP="${SKIP:-4}"
+BATCH="${BATCH:-600}"
 DEVICE="${DEVICE:-cpu}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 PLOT="${PLOT:-docs/digits_certified.png}"
 CLASSIFIER="${CLASSIFIER:-zoo:digits_cnn}"
 DENOISER="${DENOISER:-zoo:digits_ddpm}"
@@ -38,4 +40,4 @@ tsvs+=("$tsv")
 labels+=("MDDS cascade")
 
 table "${tsvs[@]}" --labels "${labels[@]}" --radii 0 0.25 0.5 0.75 1.0 1.5 2.0 \
-  --plot "$PLOT" --title "digits: certified accuracy (N=$N, zoo:digits_cnn + zoo:digits_ddpm)"
+  --plot "$PLOT" --title "digits: certified accuracy (N=$N, $CLASSIFIER + $DENOISER)"

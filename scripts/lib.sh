@@ -5,7 +5,7 @@
 #   - runs from the repository root, whatever the caller's directory.
 #
 # Environment (all optional; defaults in parentheses):
-#   PYTHON         python interpreter                          (.venv/bin/python)
+#   PYTHON         python interpreter                          (.venv/bin/python, else python3)
 #   DATA_PATH      datasets folder (--data_path)              (datasets)
 #   CKPT_DIR       checkpoints folder                          (checkpoints)
 #   OUT_DIR        results folder                              (OUTPUT)
@@ -21,10 +21,8 @@
 #                   torch.save(clip.load('ViT-B/16', jit=False)[0].state_dict(), PATH)  ($CKPT_DIR/clip_vit_b16.pt)
 #   CLIP_CIFAR10    FT-CLIP ViT-B/16 on CIFAR-10 (DeepSpeed checkpoint-best/ dir)  ($CKPT_DIR/clip_cifar10/checkpoint-best)
 #   CLIP_IMAGENET   FT-CLIP ViT-B/16 on ImageNet                                   ($CKPT_DIR/clip_imagenet/checkpoint-best)
-#   DDPM_CIFAR10    improved-diffusion cifar10_uncond_50M_500K.pt                  ($CKPT_DIR/cifar10_uncond_50M_500K.pt)
-#   DDPM_IMAGENET   guided-diffusion 256x256_diffusion_uncond.pt                   ($CKPT_DIR/256x256_diffusion_uncond.pt)
-#   DDPM_CIFAR10_FT MDDS-fine-tuned CIFAR-10 diffusion (scripts/mdds_finetune_diffusion.sh writes it)
-#                                                                                   ($CKPT_DIR/mdds_ddpm_cifar10/denoiser.pt)
+#   DDPM_CIFAR10    improved-diffusion cifar10_uncond_50M_500K.pt   (OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt)
+#   DDPM_IMAGENET   guided-diffusion 256x256_diffusion_uncond.pt (OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt)
 #   VIT_CIFAR10     DDS/FT-CADIS CIFAR-10 classifier: HF aaraki/vit-base-patch16-224-in21k-finetuned-cifar10
 #                   converted to a timm state dict                                ($CKPT_DIR/vit_b16_cifar10.pt)
 #   BEIT_IMAGENET   DDS ImageNet classifier, timm beit_large_patch16_512 weights  ($CKPT_DIR/beit_large_patch16_512.pt)
@@ -40,7 +38,10 @@ SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$SCRIPTS_DIR")"
 cd "$ROOT"
 
-PYTHON="${PYTHON:-.venv/bin/python}"
+if [[ -z "${PYTHON:-}" ]]; then
+  PYTHON=.venv/bin/python
+  [[ -x "$PYTHON" ]] || PYTHON=python3  # no virtual environment: the one on PATH
+fi
 DATA_PATH="${DATA_PATH:-datasets}"
 CKPT_DIR="${CKPT_DIR:-checkpoints}"
 OUT_DIR="${OUT_DIR:-OUTPUT}"
@@ -53,9 +54,8 @@ export PYTHON  # the Slurm templates read it
 CLIP_OPENAI="${CLIP_OPENAI:-$CKPT_DIR/clip_vit_b16.pt}"
 CLIP_CIFAR10="${CLIP_CIFAR10:-$CKPT_DIR/clip_cifar10/checkpoint-best}"
 CLIP_IMAGENET="${CLIP_IMAGENET:-$CKPT_DIR/clip_imagenet/checkpoint-best}"
-DDPM_CIFAR10="${DDPM_CIFAR10:-$CKPT_DIR/cifar10_uncond_50M_500K.pt}"
-DDPM_IMAGENET="${DDPM_IMAGENET:-$CKPT_DIR/256x256_diffusion_uncond.pt}"
-DDPM_CIFAR10_FT="${DDPM_CIFAR10_FT:-$CKPT_DIR/mdds_ddpm_cifar10/denoiser.pt}"
+DDPM_CIFAR10="${DDPM_CIFAR10:-OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt}"   # where --denoiser auto looks
+DDPM_IMAGENET="${DDPM_IMAGENET:-OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt}"
 VIT_CIFAR10="${VIT_CIFAR10:-$CKPT_DIR/vit_b16_cifar10.pt}"
 BEIT_IMAGENET="${BEIT_IMAGENET:-$CKPT_DIR/beit_large_patch16_512.pt}"
 VIT_IMAGENET="${VIT_IMAGENET:-$CKPT_DIR/vit_base_patch16_clip_384.pt}"
@@ -120,7 +120,7 @@ accum_for() {
   if (($1 % GPUS)); then
     echo "$(basename "$0"): GPUS=$GPUS does not divide the recipe's $1 processes; the effective batch changes" >&2
   fi
-  echo $(($1 / GPUS > 0 ? $1 / GPUS : 1))
+  echo "$(($1 / GPUS > 0 ? $1 / GPUS : 1))"
 }
 
 # started DIR: a training run in DIR has a checkpoint to continue from (rerunning a script resumes it).

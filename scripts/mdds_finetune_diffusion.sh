@@ -8,7 +8,7 @@
 # Usage: bash scripts/mdds_finetune_diffusion.sh [--dry-run]
 # Env: CLIP_CIFAR10, DDPM_CIFAR10, DATA_PATH, CKPT_DIR, OUT_DIR, GPUS, N (10000), SKIP (1), BATCH (5000),
 #      LAUNCH=slurm|submitit + SHARDS (the certify run); see scripts/lib.sh.
-# Output: $CKPT_DIR/mdds_ddpm_cifar10/denoiser.pt (the default DDPM_CIFAR10_FT),
+# Output: $CKPT_DIR/mdds_ddpm_cifar10/denoiser.pt (the fine-tuned diffusion, EMA weights),
 #         $OUT_DIR/certify/cifar10/ft_clip/mdds_ft/sigma_0.25_0.50_1.00_N$N.tsv
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"

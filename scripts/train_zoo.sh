@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Rebuild the embedded zoo: models/zoo/digits_cnn.pt (classifier) and models/zoo/digits_ddpm.pt (denoiser).
 #
-#   bash scripts/train_zoo.sh                 # ~6-8 min on 2 CPU cores, no downloads, seeded
+#   bash scripts/train_zoo.sh          # CPU only, no downloads, seeded (timings: models/zoo/README.md)
 #
-# Both are trained by our own entry scripts on the bundled digits set, on CPU, seeded: digits_cnn with
-# train_clip.py (clean images, FT-CLIP recipe: label smoothing, cosine lr with warm-up, EMA; random
-# shifts instead of RandAugment at 16x16), digits_ddpm with finetune_diffusion.py --mode ddpm (the
-# 'digits-ddpm' config of models/diffusion.py, plain eps-MSE). Weights are bit-identical across runs
-# on one machine (same torch build and thread count); other CPUs may differ in the last bits.
+# Three runs of our own entry scripts on the bundled digits set:
+#   1. digits_cnn   train_clip.py, clean images (FT-CLIP recipe: label smoothing, cosine lr with warm-up,
+#                   EMA; random 1-pixel shifts instead of RandAugment at 16x16)
+#   2. DDPM         finetune_diffusion.py --mode ddpm: the 'digits-ddpm' config of models/diffusion.py
+#                   from scratch, plain eps-MSE
+#   3. digits_ddpm  finetune_diffusion.py --mode mdds: MDDS fine-tuning of (2) against the frozen (1) at
+#                   sigma 0.25/0.5/1 (ALGORITHMS §3d). Without it the sigma=1 denoiser maps most
+#                   unrecoverable inputs to one blob the classifier confidently calls "9", and the
+#                   cascade certifies that wrong class; MDDS_EPOCHS=0 skips it (then (2) is exported).
+# Weights are bit-identical across runs on one machine (same torch build and thread count); other
+# CPUs may differ in the last bits.
 #
 # Environment overrides (tests use tiny values): PYTHON, ZOO_OUT (default models/zoo), ZOO_WORK
-# (logs and resumable checkpoints; default a temporary directory), SEED, CNN_EPOCHS, DDPM_EPOCHS,
-# STEPS_PER_EPOCH (0: full epochs), OMP_NUM_THREADS (default 2).
+# (logs and resumable checkpoints; default a new temporary directory), SEED, CNN_EPOCHS (30),
+# DDPM_EPOCHS (40), MDDS_EPOCHS (4), STEPS_PER_EPOCH (0: full epochs; caps every stage when > 0),
+# OMP_NUM_THREADS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,21 +28,37 @@ ZOO_WORK="${ZOO_WORK:-$(mktemp -d)}"
 SEED="${SEED:-0}"
 CNN_EPOCHS="${CNN_EPOCHS:-30}"
 DDPM_EPOCHS="${DDPM_EPOCHS:-40}"
+MDDS_EPOCHS="${MDDS_EPOCHS:-4}"
 STEPS_PER_EPOCH="${STEPS_PER_EPOCH:-0}"
+MDDS_STEPS=30
+((STEPS_PER_EPOCH > 0)) && MDDS_STEPS="$STEPS_PER_EPOCH"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 mkdir -p "$ZOO_OUT" "$ZOO_WORK"
+common=(--device cpu --seed "$SEED" --num_workers 0)
 
-start=$(date +%s)
-"$PYTHON" train_clip.py --model digits_cnn --data digits --device cpu --seed "$SEED" --num_workers 0 \
+t0=$SECONDS
+"$PYTHON" train_clip.py --model digits_cnn --data digits "${common[@]}" \
     --epochs "$CNN_EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH" --batch_size 64 --lr 3e-3 --min_lr 1e-5 \
     --warmup_epochs 1 --weight_decay 0.05 --layer_decay 1.0 --smoothing 0.1 --digits_shift 1 \
     --model_ema --model_ema_decay 0.99 \
     --output_dir "$ZOO_WORK/digits_cnn" --export "$ZOO_OUT/digits_cnn.pt"
-mid=$(date +%s)
-"$PYTHON" finetune_diffusion.py --mode ddpm --dataset digits --denoiser_config digits-ddpm --device cpu \
-    --seed "$SEED" --num_workers 0 --epochs "$DDPM_EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH" \
-    --batch_size 128 --lr 2e-3 --min_lr 1e-4 --warmup_steps 20 --ema_decay 0.99 --digits_shift 1 \
+t1=$SECONDS
+
+ddpm_out="$ZOO_OUT/digits_ddpm.pt"
+((MDDS_EPOCHS > 0)) && ddpm_out="$ZOO_WORK/digits_ddpm_plain.pt"
+"$PYTHON" finetune_diffusion.py --mode ddpm --dataset digits --denoiser_config digits-ddpm "${common[@]}" \
+    --epochs "$DDPM_EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH" --batch_size 128 --lr 2e-3 --min_lr 1e-4 \
+    --warmup_steps 20 --ema_decay 0.99 --digits_shift 1 --eval_freq 10 \
     --classifier "$ZOO_OUT/digits_cnn.pt" --sigma25 --sigma50 --sigma100 \
-    --output_dir "$ZOO_WORK/digits_ddpm" --export "$ZOO_OUT/digits_ddpm.pt"
-end=$(date +%s)
-echo "digits_cnn: $((mid - start)) s, digits_ddpm: $((end - mid)) s -> $ZOO_OUT (logs: $ZOO_WORK)"
+    --output_dir "$ZOO_WORK/digits_ddpm" --export "$ddpm_out"
+t2=$SECONDS
+
+if ((MDDS_EPOCHS > 0)); then
+  "$PYTHON" finetune_diffusion.py --mode mdds --dataset digits --denoiser "$ddpm_out" "${common[@]}" \
+      --classifier "$ZOO_OUT/digits_cnn.pt" --sigma25 --sigma50 --sigma100 --num_noises 4 \
+      --ac_weight 1 --diff_weight 1 --epochs "$MDDS_EPOCHS" --steps_per_epoch "$MDDS_STEPS" --batch_size 16 \
+      --lr 1e-4 --ema_decay 0.99 --digits_shift 1 --eval_freq 2 \
+      --output_dir "$ZOO_WORK/digits_ddpm_mdds" --export "$ZOO_OUT/digits_ddpm.pt"
+fi
+t3=$SECONDS
+echo "digits_cnn $((t1 - t0)) s, ddpm $((t2 - t1)) s, mdds $((t3 - t2)) s, total $((t3 - t0)) s -> $ZOO_OUT (logs: $ZOO_WORK)"

@@ -15,6 +15,13 @@ FLAGS = ["--skip", "9", "--max", "90", "--N", "200", "--N0", "20", "--batch", "1
          "--denoiser", "none"]
 
 
+def free_port() -> str:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def rows(path):
     return pd.read_csv(path, sep="\t").drop(columns=["time"])
 
@@ -73,7 +80,7 @@ def test_torchrun_two_ranks_identical(reference, digits_classifier, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     out = tmp_path / "tr.tsv"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
-    r = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29731", "--", "predict_mdds.py", "digits",
+    r = subprocess.run([torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "--", "predict_mdds.py", "digits",
                         digits_classifier, str(out), "--sigma25", "--sigma100", *FLAGS], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -92,7 +99,7 @@ def test_split_n_sums_worker_counts(digits_classifier, tmp_path):
     out = tmp_path / "split.tsv"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
     n0, n, sigma = 21, 201, 0.5
-    r = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29733", "--", "certify.py", "digits",
+    r = subprocess.run([torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "--", "certify.py", "digits",
                         digits_classifier, str(out), "--sigmas", str(sigma), "--N0", str(n0), "--N", str(n),
                         "--skip", "40", "--batch", "64", "--device", "cpu", "--split_n", "--alpha", "0.01",
                         "--denoiser", "none"],

@@ -20,6 +20,15 @@ CPU = torch.device("cpu")
 SIGMA = 0.5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny batches: one thread (two threads on a busy 2-core machine are ~20x slower), restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def models():
     """(denoiser, classifier): the digits UNet and digits_cnn with random weights (output layers not zero)."""
@@ -77,7 +86,8 @@ def test_amp_off_fast_path_is_bit_identical(models):
     ref50 = bench.reference_counts(plain, x, n, 50, SIGMA, 10, CPU, generator=example_generator(0, 7))
     assert np.array_equal(Smooth(fast, 10, SIGMA).sample_counts(x, n, 50, example_generator(0, 7)), ref50)
     # channels_last (the CUDA+autocast layout) forced on the CPU: the same counts
-    cl = speed.to_channels_last(build_base_classifier(copy.deepcopy(clf), copy.deepcopy(den), SIGMA, CPU, None))
+    cl = build_base_classifier(copy.deepcopy(clf), copy.deepcopy(den), SIGMA, CPU, None, channels_last=True)
+    assert cl.module.denoiser.model.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert np.array_equal(Smooth(cl, 10, SIGMA).sample_counts(x, n, 32, example_generator(0, 7)), ref)
 
 
