@@ -15,8 +15,9 @@ Outputs under --output_dir (--outdir): ``log.txt`` (one JSON line per epoch) and
 our self-describing diffusion file of the EMA weights (``--denoiser PATH``, no config needed), and, at
 the end and every --raw_freq epochs, the reference layout: raw UNet state dicts ``model{step:06d}.pt``
 and ``ema_{rate}_{step:06d}.pt`` (improved-diffusion's names; load them with ``--denoiser PATH
---denoiser_config NAME``, or MDDS's ``--ddpm_path``). DnCNN mode writes Salman's ``checkpoint.pth.tar`` (``{'epoch', 'arch', 'state_dict',
-'optimizer'}``). ``--export PATH`` writes the final (EMA) model in our self-describing format.
+--denoiser_config NAME``, or MDDS's ``--ddpm_path``). DnCNN mode writes Salman's ``checkpoint.pth.tar``
+(``{'epoch', 'arch', 'state_dict', 'optimizer'}``). ``--export PATH`` writes the final (EMA) model in
+our self-describing format.
 """
 from __future__ import annotations
 
@@ -94,7 +95,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--output_dir", "--outdir", dest="output_dir", default="")
     g.add_argument("--export", default=None, help="write the final (EMA) model in our self-describing format here")
     g.add_argument("--eval_max", type=int, default=512, help="evaluate on at most this many test images (0: all)")
-    g.add_argument("--save_ckpt_freq", type=int, default=1, help="write checkpoint-last.pt / denoiser.pt every N epochs")
+    g.add_argument("--save_ckpt_freq", type=int, default=1,
+                   help="write checkpoint-last.pt / denoiser.pt every N epochs")
     g.add_argument("--raw_freq", type=int, default=0,
                    help="also keep raw model/ema state dicts every N epochs (0: only at the end)")
     g.add_argument("--eval_freq", type=int, default=1, help="evaluate every N epochs (and after the last)")
@@ -230,18 +232,20 @@ def eval_denoiser(den_for_sigma, classifier, loader, device, sigmas, seed: int, 
     for s in sigmas:
         den = den_for_sigma(s)
         g = torch.Generator(device=device).manual_seed(seed)
-        mse, correct, n = 0.0, 0, 0
+        tot = torch.zeros(3, dtype=torch.float64)                 # squared-error sum, correct, count
         for x, y in loader:
             x, y = x.to(device), torch.as_tensor(y).to(device)
             with engine.autocast(device, amp_dtype):
                 x_hat = den(x + s * torch.randn(x.shape, generator=g, device=device)).float()
-                if classifier is not None:
-                    correct += int((classifier(x_hat).argmax(1) == y).sum())
-            mse += float(((x_hat - x) ** 2).mean((1, 2, 3)).sum())
-            n += len(y)
-        out[f"mse_{s:g}"] = mse / n
+                correct = int((classifier(x_hat).argmax(1) == y).sum()) if classifier is not None else 0
+            tot += torch.tensor([float(((x_hat - x) ** 2).mean((1, 2, 3)).sum()), correct, len(y)], dtype=torch.float64)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            t = tot.to(device)
+            torch.distributed.all_reduce(t)
+            tot = t.cpu()
+        out[f"mse_{s:g}"] = tot[0].item() / tot[2].item()
         if classifier is not None:
-            out[f"acc_{s:g}"] = 100.0 * correct / n
+            out[f"acc_{s:g}"] = 100.0 * tot[1].item() / tot[2].item()
     return out
 
 
@@ -287,7 +291,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
         optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     train_model = model
     if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     loader = engine.make_loader(train_ds, args.batch_size, train=True, seed=args.seed, num_workers=args.num_workers)
     test_loader = engine.make_loader(test_ds, min(args.batch_size, 256), train=False, seed=args.seed, num_workers=0)
@@ -325,7 +330,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
         if args.optimizer == "AdamThenSGD" and _epoch_of(resume) > args.start_sgd_epoch:
             optimizer, switched = _sgd(args, params), True
         state, _ = engine.load_state(resume, train_model, optimizer, ema, scaler)
-        print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
+        if rank == 0:
+            print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
 
     def den_for_sigma(m):
         m.eval()
@@ -334,8 +340,9 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
         return lambda s: DiffusionDenoiser(m, diffusion, s)
 
     log = engine.JsonLog(os.path.join(args.output_dir, "log.txt") if args.output_dir else None)
-    print(f"{args.mode} on {args.dataset}: {len(train_ds)} train images, {n_steps} steps/epoch, "
-          f"{sum(p.numel() for p in params)} trainable parameters, device {device}, world {world}")
+    if rank == 0:
+        print(f"{args.mode} on {args.dataset}: {len(train_ds)} train images, {n_steps} steps/epoch, "
+              f"{sum(p.numel() for p in params)} trainable parameters, device {device}, world {world}")
     row: dict = {}
     for epoch in range(state.epoch, args.epochs):
         if args.optimizer == "AdamThenSGD" and epoch >= args.start_sgd_epoch and not switched:
@@ -355,8 +362,9 @@ def _run(args: argparse.Namespace, device: torch.device) -> dict:
         row = {"epoch": epoch, "step": state.step, **{f"train_{k}": v for k, v in stats.items()}}
         if state.epoch % args.eval_freq == 0 or state.epoch == args.epochs:
             eval_model = ema.module if ema is not None else model
-            row.update({f"test_{k}": v for k, v in eval_denoiser(den_for_sigma(eval_model), classifier, test_loader,
-                                                                  device, args.train_sigmas, args.seed, amp_dtype).items()})
+            test = eval_denoiser(den_for_sigma(eval_model), classifier, test_loader, device, args.train_sigmas,
+                                 args.seed, amp_dtype)
+            row.update({f"test_{k}": v for k, v in test.items()})
             model.train()
         row["epoch_time"] = time.time() - t0
         if rank == 0:

@@ -54,7 +54,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="registered classifier (CLIP_B16, digits_cnn, cifar_resnet110, ...), timm:NAME or tv:NAME")
     g.add_argument("--finetune", default="",
                    help="initial weights: an OpenAI CLIP state dict file (visual.* keys) or any classifier "
-                        "checkpoint load_classifier reads (a different head is re-initialized)")
+                        "checkpoint load_classifier reads, zoo:NAME or a checkpoint-best/ dir (EMA weights when "
+                        "present; a different head is re-initialized)")
     g.add_argument("--input_size", type=int, default=None, help="model input size (default: the arch's own)")
     g.add_argument("--drop_path", type=float, default=0.0, help="stochastic depth rate (ViTs)")
     g.add_argument("--nb_classes", type=int, default=0, help="number of classes (0: the dataset's)")
@@ -62,11 +63,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--model_ema_decay", type=float, default=0.9999)
     g.add_argument("--lora_r", type=int, default=0, help="LoRA rank on attention qkv/proj (0: full fine-tuning)")
     g.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha (default: = rank)")
-    g.add_argument("--ft_method", choices=["full-ft", "lora"], default=None, help="FT-CADIS spelling: lora = --lora_r 4")
+    g.add_argument("--ft_method", choices=["full-ft", "lora"], default=None,
+                   help="FT-CADIS spelling: lora = --lora_r 4")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--batch_size", "--batch", dest="batch_size", type=int, default=64,
-                   help="per-process batch (cadis: denoised copies per step, i.e. batch/num_noises images, as FT-CADIS)")
+                   help="per-process batch (cadis: denoised copies per step, i.e. batch/num_noises images, "
+                        "as FT-CADIS)")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--update_freq", "--accum_iter", dest="update_freq", type=int, default=1,
                    help="gradient accumulation: micro-batches per optimizer step")
@@ -169,6 +172,7 @@ def check_args(args: argparse.Namespace) -> None:
         args.resume = args.load_from
     if args.num_noises is None:
         args.num_noises = {"cadis": 4, "consistency": 2}.get(args.objective, 1)
+    need(not (args.deepspeed and args.opt != "adamw"), "--deepspeed trains with AdamW (FT-CLIP's config); drop --opt")
     need(args.mixup == 0 and args.cutmix == 0, "--mixup/--cutmix are not supported (MDDS and FT-CLIP use 0)")
     need(args.batch_size > 0 and args.epochs > 0 and args.update_freq > 0,
          "--batch_size, --epochs and --update_freq must be positive")
@@ -270,28 +274,35 @@ def build_model(args: argparse.Namespace, num_classes: int) -> tuple[nn.Module, 
     kw: dict = {"num_classes": num_classes}
     if args.input_size is not None:
         kw["img_size"] = args.input_size
+        if args.model.startswith("timm:"):           # the Preprocess resize follows the network's new size
+            kw["input_size"] = [args.input_size, args.input_size]
     train_kw = {"drop_path_rate": args.drop_path} if args.drop_path > 0 else {}
     try:
         model = create_model(args.model, **kw, **train_kw)
     except TypeError as e:
-        raise MsrsError(f"--model {args.model} does not take these options ({e}); drop --input_size/--drop_path") from None
+        raise MsrsError(f"--model {args.model} does not take these options ({e}); "
+                        "drop --input_size/--drop_path") from None
     if args.finetune:
         init_weights(model, args)
     if args.lora_r > 0:
         n = engine.apply_lora(model, args.lora_r, args.lora_alpha)
-        print(f"LoRA r={args.lora_r}: {n} layers; "
-              f"{sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable parameters")
+        if engine.is_main():
+            print(f"LoRA r={args.lora_r}: {n} layers; "
+                  f"{sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable parameters")
     return model, kw
 
 
 def init_weights(model: nn.Module, args: argparse.Namespace) -> None:
     """--finetune: OpenAI CLIP (visual.*) → init_from_openai_clip; else any classifier file (same arch)."""
     from models.checkpoint import load_checkpoint, load_state_dict_strict, strip_prefixes
-    from models.classifiers import init_from_openai_clip, load_classifier
-    path = args.finetune
-    if path.lower() in ("true", "1") or not os.path.isfile(path):
-        raise MsrsError(f"--finetune {path}: not a file. We never download: save OpenAI CLIP's weights once with "
-                        "torch.save(clip.load('ViT-B/16', jit=False)[0].state_dict(), 'clip_vit_b16.pt') and pass that path")
+    from models.classifiers import init_from_openai_clip, load_classifier, resolve_classifier_path
+    if args.finetune.lower() in ("true", "1"):
+        raise MsrsError(f"--finetune {args.finetune}: not a file. We never download: save OpenAI CLIP's weights once "
+                        "with torch.save(clip.load('ViT-B/16', jit=False)[0].state_dict(), 'clip_vit_b16.pt') "
+                        "and pass that path")
+    path = resolve_classifier_path(args.finetune)                 # zoo:NAME and checkpoint-best/ dirs too
+    if not os.path.isfile(path):
+        raise MsrsError(f"--finetune {path}: file not found (an OpenAI CLIP state dict or a classifier checkpoint)")
     obj = load_checkpoint(path, trust=args.trust_checkpoint)
     if isinstance(obj, dict) and any(isinstance(k, str) and k.startswith("visual.") for k in strip_prefixes(obj)):
         init_from_openai_clip(model, obj, path)
@@ -395,7 +406,7 @@ def save_deepspeed_layout(out_dir: str, model: nn.Module, ema, epoch, args: argp
     model_ema, epoch, args); what MDDS's certify.py and models.classifiers.load_classifier read."""
     from models.checkpoint import save_checkpoint
     clip = is_clip(model)
-    ns = argparse.Namespace(**engine._plain(args))
+    ns = argparse.Namespace(**engine.plain_dict(args))
     obj = {"module": export_weights(model, clip), "model_ema": export_weights(ema.module, clip) if ema else None,
            "epoch": epoch, "args": ns, "global_steps": step, "dp_world_size": engine.world()[1], "mp_world_size": 1,
            "optimizer": None, "lr_scheduler": None, "buffer_names": [], "param_shapes": None}
@@ -435,7 +446,8 @@ def main(args: argparse.Namespace) -> dict:
             import deepspeed
         except ImportError:
             raise MsrsError("--deepspeed needs the deepspeed package (pip install deepspeed)") from None
-        created_pg = not torch.distributed.is_initialized()
+        # DeepSpeed caches its process groups module-wide, so the default group it starts here stays up
+        # until the process exits (a second run in the same process reuses it)
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     else:
         created_pg = engine.init_distributed(device)
@@ -492,7 +504,8 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
         else:
             optimizer = torch.optim.SGD(groups, lr=lr, momentum=args.momentum)
         if world > 1:
-            model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
 
     state = engine.TrainState()
     resume = args.resume
@@ -501,12 +514,14 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
         resume = last if last and os.path.isfile(last) else ""
     if resume:
         state, _ = engine.load_state(resume, model, optimizer, ema, scaler)
-        print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
+        if rank == 0:
+            print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
 
     log = engine.JsonLog(os.path.join(args.output_dir, "log.txt") if args.output_dir else None)
     n_params = sum(p.numel() for p in engine.unwrap(model).parameters() if p.requires_grad)
-    print(f"{args.model} on {args.dataset}: {len(train_ds)} train images, {n_steps} steps/epoch, lr {lr:.3g} "
-          f"(effective batch {eff_batch}), {n_params} trainable parameters, device {device}, world {world}")
+    if rank == 0:
+        print(f"{args.model} on {args.dataset}: {len(train_ds)} train images, {n_steps} steps/epoch, lr {lr:.3g} "
+              f"(effective batch {eff_batch}), {n_params} trainable parameters, device {device}, world {world}")
     row: dict = {}
     for epoch in range(state.epoch, args.epochs):
         t0 = time.time()
@@ -542,7 +557,8 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
             if state.epoch % args.save_ckpt_freq == 0 or state.epoch == args.epochs:
                 engine.save_state(last, model, optimizer, state, ema, scaler, args)
     if args.export and rank == 0:
-        save_ours(args.export, model, ema, args.model, kw, {"epoch": state.epoch, "train_args": engine._plain(args)})
+        save_ours(args.export, model, ema, args.model, kw,
+                  {"epoch": state.epoch, "train_args": engine.plain_dict(args)})
         print(f"wrote {args.export}")
     return row
 
@@ -569,8 +585,9 @@ def _evaluate_only(args, model, ema, loader, eval_input, device, amp_dtype) -> d
     if args.resume and args.resume != "auto":
         engine.load_state(args.resume, model, None, ema, None, restore_rng=False)
     stats = _evaluate(model, ema, loader, eval_input, device, amp_dtype)
-    print(f"Accuracy of the network on the {len(loader.dataset)} test images: " +
-          ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
+    if engine.is_main():
+        print(f"Accuracy of the network on the {len(loader.dataset)} test images: " +
+              ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
     return stats
 
 

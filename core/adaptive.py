@@ -3,8 +3,9 @@ rounds and stop as soon as the certified radius is settled on an evaluation grid
 
 **Looks.** Estimation draws are examined only at a fixed, data-independent schedule of sample sizes
 n_1 < n_2 < ... < n_L = n_max (``look_schedule``: geometric), and the one-sided level alpha is split over
-them: look l uses alpha_l = w_l * alpha with sum_l w_l <= 1 (``look_weights``: half of alpha on the last
-look, where the samples are, the other half spread evenly over the earlier ones).
+them: look l uses alpha_l = w_l * alpha with sum_l w_l <= 1 (``look_weights``: FINAL_SHARE of alpha on
+the last look, so that inputs that need every draw lose little against fixed-N CERTIFY; the rest over
+the earlier looks in proportion to sqrt(n_l), i.e. more where the undecided inputs are).
 
 **Soundness (one sigma).** cAHat comes from n0 selection draws that are never reused, so given cAHat the
 estimation draws are iid Bernoulli(pA). At each look l, pABar_l = Clopper-Pearson lower bound of nA_l
@@ -15,13 +16,15 @@ stopping rule* (tau may depend on everything seen). So the certificate (cAHat, s
 holds with probability >= 1 - alpha, exactly as CERTIFY's. The radius is the exact bound at stopping,
 never rounded to the grid.
 
-**Stopping rule** (it only decides how many samples are drawn; soundness never uses it). A quantity
-being certified (a radius R) is *settled* when the next grid radius above it cannot be reached even
-optimistically: if the true proportion were the current upper bound pUpper, the last look (n_max draws
-at alpha_L) would still give a bound whose radius is below that grid radius (``_project_lower``). Then
-sampling stops; it also stops at the top of the grid and at n_max. With R < 0 (not certified) the next
-grid radius is 0, so a clearly abstaining input (pUpper well below 1/2) stops at the first looks.
-The default grid is 0, .25, .5, ... up to the largest radius n_max draws can certify at alpha_L.
+**Stopping rule** (it only decides how many samples are drawn; soundness never uses it). A radius R
+being certified is *settled* when the next grid radius above it is out of reach: even if the hits by
+n_max landed at the upper FUTILITY quantile of their predictive distribution (``_predicted_hits``: the
+rate's uncertainty plus the luck of the draws still to come), the last look's bound (n_max draws at
+alpha_L) would stay below that grid radius. Then sampling stops; it also stops at the top of the grid
+and at n_max. With R < 0 (not certified) the next grid radius is 0, so a clearly abstaining input stops
+at the first looks. FUTILITY trades samples for the few inputs that would have reached the next grid
+radius after all (bench/adaptive_samples.py). The default grid is 0, .25, .5, ... up to the largest
+radius n_max draws can certify at alpha_L.
 
 **Cascade (MDDS, ALGORITHMS §3b).** Stage k runs at alpha_k = alpha / (k + 1) as in
 ``core.cascade.cascade_decide``, itself split over the looks. At each look of stage k:
@@ -38,8 +41,9 @@ Goodman bound on the n_l counts fails w.p. <= alpha_k * w_l, and the bound at l_
 bound of some look does: probability <= sum_l alpha_k * w_l <= alpha_k. So every fixed-n bound of the
 fixed cascade (stage k's lower bound, each earlier stage's off-class bound, all at alpha_k) is replaced
 by an anytime-valid one at the same level, and the adaptive cascade keeps the fixed cascade's
-guarantee. (The certificate's correctness needs only those bounds: whether stage j "confidently
-abstained" is not used, so resuming stage j later is harmless.)
+guarantee (whatever the per-stage levels alpha_k give overall: they are the fixed cascade's). The
+certificate's correctness needs only those bounds: whether stage j "confidently abstained" is not
+used, so resuming stage j later is harmless.
 
 Samples are drawn through callables ``sample(num) -> counts`` that continue one noise stream
 (``Smooth.sample_counts`` with the same generator), so the decision code runs on scripted counts too.
@@ -57,11 +61,11 @@ from core.cascade import UNDECIDED, CascadeResult, StageCounts, capped_result, o
 from core.smoothing import ABSTAIN
 
 FIRST_LOOK = 256       # estimation draws at the first look
-GROWTH = 2.0           # each look multiplies the draws so far by this factor (the last one is n_max)
-FINAL_SHARE = 0.5      # share of alpha spent on the last look
+GROWTH = 1.3           # each look multiplies the draws so far by this factor (the last one is n_max)
+FINAL_SHARE = 0.4      # share of alpha spent on the last look
 POWER = 0.5            # the rest goes to the earlier looks in proportion to n_l^POWER
 GRID_STEP = 0.25       # default evaluation grid: 0, .25, .5, ...
-FUTILITY = 1e-4        # one-sided level of the optimistic rate used to call the next grid radius unreachable
+FUTILITY = 0.1         # predictive probability below which the next grid radius counts as out of reach
 
 Sampler = Callable[[int], np.ndarray]
 
@@ -263,12 +267,11 @@ def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0:
         c = stage.cAHat
         while True:
             if stage.pLower >= p0:  # certifies c: sample on while the capped radius can reach the next grid radius
-                caps = [(-now, -best, prev) for prev in earlier for now, best in [prev.offclass_radius(c, alpha_k, p0)]]
+                r_js = [prev.offclass_radius(c, alpha_k, p0) for prev in earlier]  # (now, best) per stage
+                caps = [(-r_now, -r_best, prev) for (r_now, r_best), prev in zip(r_js, earlier)]
                 step = _settle([(*stage.radius(p0), stage)] + caps, grid)
                 if not step:
-                    r_neg = max([stats.NO_EARLIER_STAGE] +
-                                [offclass_radius(prev.sigma, prev.estimation, c, prev.level(alpha_k), p0)
-                                 for prev in earlier])
+                    r_neg = max([stats.NO_EARLIER_STAGE] + [r_now for r_now, _ in r_js])
                     return capped_result(c, stats.radius(sigma, stage.pLower, p0), r_neg, k, sigma, n_used(),
                                          all_counts())
                 for s in step:
@@ -287,7 +290,7 @@ def certify_adaptive(smooth, x: torch.Tensor, n0: int, n_max: int, alpha: float,
                      generator: torch.Generator | None = None, **kwargs) -> tuple[int, float, int]:
     """``Smooth.certify_adaptive``: sequential CERTIFY of ``smooth`` at x ([C,H,W]), one noise stream.
 
-    kwargs: radius_grid, first_look, growth, final_share (see ``sequential_certify``).
+    kwargs: radius_grid, first_look, growth, final_share, power, futility (see ``sequential_certify``).
     """
     def sample(num: int) -> np.ndarray:
         return smooth.sample_counts(x, num, batch_size, generator)
@@ -299,7 +302,7 @@ def cascade_certify_adaptive(ms, x: torch.Tensor, n0: int, n_max: int, alpha: fl
     """``MultiScaleSmooth.certify_adaptive``: sequential cascade of ``ms`` at x.
 
     generator: None, a torch.Generator shared by the stages, or a callable k -> Generator, called once per
-    stage (a resumed stage must continue its stream, never restart it).
+    stage (a resumed stage must continue its stream, never restart it). kwargs as ``certify_adaptive``.
     """
     gens: dict[int, torch.Generator | None] = {}
 

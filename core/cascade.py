@@ -78,8 +78,8 @@ def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[floa
         n = int(sc.estimation.sum())
         p_lower, p_upper = stats.cp_bounds(int(sc.estimation[cAHat]), n, alpha_k)
         if p_lower >= p0:
-            r_neg = max([stats.NO_EARLIER_STAGE] +
-                        [offclass_radius(sigmas[j], prev.estimation, cAHat, alpha_k, p0) for j, prev in enumerate(seen)])
+            r_neg = max([stats.NO_EARLIER_STAGE] + [offclass_radius(sigmas[j], prev.estimation, cAHat, alpha_k, p0)
+                                                    for j, prev in enumerate(seen)])
             return capped_result(cAHat, stats.radius(sigma, p_lower, p0), r_neg, k, sigma, n_used, seen + [sc])
         if p_upper >= p0:
             return CascadeResult(UNDECIDED, 0.0, k, sigma, stats.NO_EARLIER_STAGE, n_used, seen + [sc])

@@ -1,7 +1,8 @@
 """The one training engine shared by train_clip.py and finetune_diffusion.py.
 
     state = TrainState()
-    stats = train_one_epoch(model, objective, loader, optimizer, state, ...)   # objective(model, x, y) -> (loss, metrics)
+    stats = train_one_epoch(model, objective, loader, optimizer, state, ...)
+    # objective(model, x, y) -> (loss, metrics)
     test = evaluate(model, loader, device)
 
 What it provides (the FT-CLIP / BEiT / MAE engine, condensed):
@@ -70,7 +71,8 @@ def _strip(name: str) -> str:
 
 
 def layer_id(name: str, num_layers: int) -> int:
-    """BEiT/FT-CLIP layer index: 0 = embeddings (cls/pos/patch_embed/ln_pre), block i → i + 1, rest → num_layers + 1."""
+    """BEiT/FT-CLIP layer index: 0 = embeddings (cls/pos/patch_embed/ln_pre), block i → i + 1, the rest
+    (fc_norm, head) → num_layers + 1."""
     n = _strip(name)
     if n in ("cls_token", "pos_embed", "mask_token", "dist_token", "reg_token") or n.startswith(
             ("patch_embed.", "norm_pre.")):
@@ -279,25 +281,35 @@ class TrainState:
     best: float = -math.inf
 
 
-def _plain(args: Any) -> dict[str, Any]:
+def plain_dict(args: Any) -> dict[str, Any]:
     """argparse Namespace / dict → JSON-able plain dict (for checkpoints that load with weights_only)."""
     d = vars(args) if not isinstance(args, Mapping) else dict(args)
     ok = (int, float, str, bool, type(None))
-    return {k: (v if isinstance(v, ok) else list(v) if isinstance(v, (list, tuple)) and all(isinstance(e, ok) for e in v)
-                else str(v)) for k, v in d.items()}
+    def plain(v):
+        if isinstance(v, ok):
+            return v
+        if isinstance(v, (list, tuple)) and all(isinstance(e, ok) for e in v):
+            return list(v)
+        return str(v)
+    return {k: plain(v) for k, v in d.items()}
 
 
 def save_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
                ema: ModelEma | None = None, scaler: torch.amp.GradScaler | None = None, args: Any = None,
                extra: Mapping[str, Any] | None = None) -> None:
-    """Atomically write a resumable training checkpoint (rank 0 only)."""
+    """Atomically write a resumable training checkpoint. Call it on every rank: the RNG states of all ranks
+    are gathered (each rank resumes its own streams); rank 0 writes the file."""
+    rngs = [rng_state()]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        rngs = [None] * dist.get_world_size()
+        dist.all_gather_object(rngs, rng_state())
     if not is_main():
         return
     obj = {"kind": "train_state", "model": unwrap(model).state_dict(),
            "model_ema": ema.module.state_dict() if ema is not None else None,
            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-           "epoch": state.epoch, "step": state.step, "best": state.best, "rng": rng_state(),
-           "args": _plain(args) if args is not None else None}
+           "epoch": state.epoch, "step": state.step, "best": state.best, "rng": rngs[0], "rng_ranks": rngs,
+           "args": plain_dict(args) if args is not None else None}
     obj.update(extra or {})
     save_checkpoint(obj, path)
 
@@ -324,7 +336,11 @@ def load_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer | N
     if scaler is not None and obj.get("scaler") is not None:
         scaler.load_state_dict(obj["scaler"])
     if restore_rng and obj.get("rng") is not None:
-        set_rng_state(obj["rng"])
+        rank, n = world()
+        ranks = obj.get("rng_ranks") or []
+        set_rng_state(ranks[rank] if len(ranks) == n else obj["rng"])
+        if len(ranks) != n and n > 1:       # another world size: keep the ranks' streams apart
+            torch.manual_seed(int(torch.randint(0, 2 ** 62, ())) + rank)
     return TrainState(obj["epoch"], obj["step"], obj.get("best", -math.inf)), obj
 
 
@@ -397,8 +413,8 @@ def train_one_epoch(model: nn.Module, objective: Objective, loader: torch.utils.
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if not ds:
         optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(total=n_steps, desc=f"{desc} epoch {state.epoch}", dynamic_ncols=True, disable=None if is_main() else True,
-               leave=False)
+    bar = tqdm(total=n_steps, desc=f"{desc} epoch {state.epoch}", dynamic_ncols=True,
+               disable=None if is_main() else True, leave=False)
     t0 = time.time()
     for i, (x, y) in enumerate(loader):
         if i // update_freq >= n_steps:
@@ -501,8 +517,9 @@ class LoRALinear(nn.Module):
         if r <= 0:
             raise MsrsError(f"LoRA rank must be > 0, got {r}")
         self.base, self.r, self.scaling = base, int(r), float(alpha) / int(r)
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=base.weight.device, dtype=base.weight.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=base.weight.device, dtype=base.weight.dtype))
+        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **kw))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **kw))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         for p in self.base.parameters():
             p.requires_grad_(False)

@@ -58,7 +58,8 @@ class frozen:
 
 # ---- classifier objectives (train_clip.py) ------------------------------------------------------
 
-def clean_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, smoothing: float = 0.1) -> tuple[torch.Tensor, Metrics]:
+def clean_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             smoothing: float = 0.1) -> tuple[torch.Tensor, Metrics]:
     """FT-CLIP: CE with label smoothing on clean images (timm LabelSmoothingCrossEntropy ≡ torch's)."""
     logits = model(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
@@ -70,7 +71,8 @@ def consistency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, Metrics]:
     """MDDS ``consistency.py`` ('default' form) on m = `num_noises` Gaussian copies x + σ·δ_i:
 
-        L = mean_i CE(f(x+σδ_i), y) + λ·(1/m)Σ_i KL(p̄ ‖ p_i) + η·H(p̄),   p̄ = (1/m)Σ_i p_i (not detached).
+        L = mean_i CE(f(x+σδ_i), y) + λ·(1/m)Σ_i KL(p̄ ‖ p_i) + η·H(p̄),
+        p̄ = (1/m)Σ_i p_i (not detached).
     """
     B, m = x.shape[0], num_noises
     xs = x.repeat(m, 1, 1, 1)                                       # copy-major: rows i·B + b

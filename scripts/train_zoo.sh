@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded zoo: models/zoo/digits_cnn.pt (classifier) and models/zoo/digits_ddpm.pt (denoiser).
 #
-#   bash scripts/train_zoo.sh          # CPU only, no downloads, seeded (timings: models/zoo/README.md)
+# Usage: bash scripts/train_zoo.sh [--dry-run]     (CPU only, no downloads, seeded; timings: models/zoo/README.md)
 #
 # Three runs of our own entry scripts on the bundled digits set:
 #   1. digits_cnn   train_clip.py, clean images (FT-CLIP recipe: label smoothing, cosine lr with warm-up,
@@ -16,28 +16,32 @@
 # CPUs may differ in the last bits.
 #
 # Environment overrides (tests use tiny values): PYTHON, ZOO_OUT (default models/zoo), ZOO_WORK
-# (logs and resumable checkpoints; default a new temporary directory), SEED, CNN_EPOCHS (30),
+# (logs and resumable checkpoints; default $TMPDIR/msrs_zoo_work, emptied first), SEED, CNN_EPOCHS (30),
 # DDPM_EPOCHS (40), MDDS_EPOCHS (4), STEPS_PER_EPOCH (0: full epochs; caps every stage when > 0),
-# OMP_NUM_THREADS (2).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# EVAL_MAX (denoised-accuracy test images, 0: all 360), OMP_NUM_THREADS (2).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_args "$@"
 
-PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}"
 ZOO_OUT="${ZOO_OUT:-models/zoo}"
-ZOO_WORK="${ZOO_WORK:-$(mktemp -d)}"
+ZOO_WORK="${ZOO_WORK:-${TMPDIR:-/tmp}/msrs_zoo_work}"
 SEED="${SEED:-0}"
 CNN_EPOCHS="${CNN_EPOCHS:-30}"
 DDPM_EPOCHS="${DDPM_EPOCHS:-40}"
 MDDS_EPOCHS="${MDDS_EPOCHS:-4}"
 STEPS_PER_EPOCH="${STEPS_PER_EPOCH:-0}"
+EVAL_MAX="${EVAL_MAX:-0}"
 MDDS_STEPS=30
 ((STEPS_PER_EPOCH > 0)) && MDDS_STEPS="$STEPS_PER_EPOCH"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-mkdir -p "$ZOO_OUT" "$ZOO_WORK"
+if ! is_dry; then
+  rm -rf "$ZOO_WORK/digits_cnn" "$ZOO_WORK/digits_ddpm" "$ZOO_WORK/digits_ddpm_mdds"   # a fresh run, not a resume
+  mkdir -p "$ZOO_OUT" "$ZOO_WORK"
+fi
 common=(--device cpu --seed "$SEED" --num_workers 0)
+den_common=("${common[@]}" --eval_max "$EVAL_MAX")
 
 t0=$SECONDS
-"$PYTHON" train_clip.py --model digits_cnn --data digits "${common[@]}" \
+run "$PYTHON" train_clip.py --model digits_cnn --data digits "${common[@]}" \
     --epochs "$CNN_EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH" --batch_size 64 --lr 3e-3 --min_lr 1e-5 \
     --warmup_epochs 1 --weight_decay 0.05 --layer_decay 1.0 --smoothing 0.1 --digits_shift 1 \
     --model_ema --model_ema_decay 0.99 \
@@ -46,7 +50,7 @@ t1=$SECONDS
 
 ddpm_out="$ZOO_OUT/digits_ddpm.pt"
 ((MDDS_EPOCHS > 0)) && ddpm_out="$ZOO_WORK/digits_ddpm_plain.pt"
-"$PYTHON" finetune_diffusion.py --mode ddpm --dataset digits --denoiser_config digits-ddpm "${common[@]}" \
+run "$PYTHON" finetune_diffusion.py --mode ddpm --dataset digits --denoiser_config digits-ddpm "${den_common[@]}" \
     --epochs "$DDPM_EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH" --batch_size 128 --lr 2e-3 --min_lr 1e-4 \
     --warmup_steps 20 --ema_decay 0.99 --digits_shift 1 --eval_freq 10 \
     --classifier "$ZOO_OUT/digits_cnn.pt" --sigma25 --sigma50 --sigma100 \
@@ -54,11 +58,11 @@ ddpm_out="$ZOO_OUT/digits_ddpm.pt"
 t2=$SECONDS
 
 if ((MDDS_EPOCHS > 0)); then
-  "$PYTHON" finetune_diffusion.py --mode mdds --dataset digits --denoiser "$ddpm_out" "${common[@]}" \
+  run "$PYTHON" finetune_diffusion.py --mode mdds --dataset digits --denoiser "$ddpm_out" "${den_common[@]}" \
       --classifier "$ZOO_OUT/digits_cnn.pt" --sigma25 --sigma50 --sigma100 --num_noises 4 \
       --ac_weight 1 --diff_weight 1 --epochs "$MDDS_EPOCHS" --steps_per_epoch "$MDDS_STEPS" --batch_size 16 \
       --lr 1e-4 --ema_decay 0.99 --digits_shift 1 --eval_freq 2 \
       --output_dir "$ZOO_WORK/digits_ddpm_mdds" --export "$ZOO_OUT/digits_ddpm.pt"
 fi
 t3=$SECONDS
-echo "digits_cnn $((t1 - t0)) s, ddpm $((t2 - t1)) s, mdds $((t3 - t2)) s, total $((t3 - t0)) s -> $ZOO_OUT (logs: $ZOO_WORK)"
+is_dry || echo "digits_cnn $((t1 - t0)) s, ddpm $((t2 - t1)) s, mdds $((t3 - t2)) s, total $((t3 - t0)) s -> $ZOO_OUT (logs: $ZOO_WORK)"

@@ -188,7 +188,7 @@ def test_smooth_certify_adaptive_respects_batches_and_continues_the_stream():
     x = torch.zeros(1, 2, 2)
     pred, radius, n_used = smooth.certify_adaptive(x, 10, 3000, ALPHA, 300, example_generator(0, 1),
                                                    radius_grid=[0.0, 1.0])
-    assert pred == 2 and radius >= 1.0 and n_used == 10 + 512       # 1.0 needs > 256 all-hit draws
+    assert pred == 2 and radius >= 1.0 and n_used == 10 + all_hits_look(0.5, 1.0, *adaptive.schedule(3000))
     assert max(b.shape[0] for b in f.batches) <= 300 and sum(b.shape[0] for b in f.batches) == n_used
     noise = torch.cat(f.batches).reshape(n_used, -1)
     assert torch.unique(noise, dim=0).shape[0] == n_used              # never the same noise twice
@@ -239,11 +239,16 @@ def test_cascade_clearly_abstaining_stages_cost_one_look_when_their_caps_do_not_
     assert res.n_used == 2 * first + sum(logs[2])
 
 
-def test_cascade_undecided_at_n_max_ends_the_cascade():
+def test_cascade_undecided_ends_the_cascade():
+    # top class at exactly p0: neither certifying nor abstaining can be proven -> UNDECIDED, once the
+    # predictive rule sees that neither is within reach (at the latest at n_max)
     logs = {}
     res = sequential_cascade(stage_samplers([[0.5, 0.5, 0], [0, 1, 0], [0, 1, 0]], logs), SIGMAS, 20, 4000, ALPHA)
     assert (res.prediction, res.radius, res.stage) == (UNDECIDED, 0.0, 0)
-    assert sum(logs[0]) == 4020 and logs[1] == [] and res.n_used == 4020
+    assert logs[1] == [] and res.n_used == sum(logs[0]) <= 4020
+    res = sequential_cascade(stage_samplers([[0.5, 0.5, 0], [0, 1, 0]], {}), SIGMAS[:2], 20, 4000, ALPHA,
+                             futility=1e-9)
+    assert res.prediction == UNDECIDED and 3000 < res.n_used <= 4020   # (only the last look is skipped)
 
 
 def test_cascade_all_stages_abstain():

@@ -122,3 +122,21 @@ def test_certify_from_counts_matches_smooth():
     pred, radius, p = certify_from_counts(sel, est, 0.01, sigma)
     assert pred == int(np.argmax(sel))
     assert radius == pytest.approx(sigma * stats.norm.ppf(p))
+
+
+def test_adaptive_naive_peeking_is_caught(monkeypatch):
+    """Spending the whole alpha at every look (no union bound over the looks) over-certifies, and the
+    same check sees it: the alpha split of core.adaptive is what keeps the adaptive certifier sound."""
+    from core import adaptive
+    monkeypatch.setattr(adaptive, "look_weights", lambda looks, *args, **kwargs: [1.0] * len(looks))
+    sigma = 0.5
+    f = Threshold1D([0.0])
+    smooth = Smooth(f, 2, sigma)
+    rng = np.random.default_rng(6)
+    wrong = 0
+    runs = 600
+    for i, u in enumerate(hard_points(rng, runs, sigma)):
+        pred, radius, _ = smooth.certify_adaptive(point(u), 20, 5000, ALPHA, 1000, example_generator(9, i),
+                                                  radius_grid=np.arange(0, 3, 0.01))
+        wrong += certificate_is_wrong(lambda us: smoothed_class(f, us, sigma), u, pred, radius)
+    assert wrong / runs > tolerance(runs)

@@ -158,13 +158,19 @@ def test_mdds_objective_grad_reaches_unet_not_classifier():
         assert torch.isfinite(loss) and set(m) == {"brier", "ac", "diff", "recoverable"}
         assert unet.out[2].weight.grad is not None and unet.out[2].weight.grad.abs().sum() > 0
         assert all(p.grad is None for p in clf.parameters()) and not clf.training
-    # the draws are the certify-time one-shot denoiser: same numbers as DiffusionDenoiser on the same noise
+    # the draws are the certify-time one-shot denoiser: the classifier sees DiffusionDenoiser(x + σδ)
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, z):
+            seen.append(z.detach().clone())
+            return clf(z)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     with torch.no_grad():
-        objectives.mdds_diffusion(dens[:1], clf, x, y, 2, generator=g1)
-        torch.randint(0, 1, (3,), generator=g2)
+        objectives.mdds_diffusion(dens[:1], Spy(), x, y, 2, generator=g1)
+        torch.randint(0, 1, (3,), generator=g2)                         # the σ choice, then the noise
         noisy = x.repeat_interleave(2, 0) + 0.25 * torch.randn((6, 3, 16, 16), generator=g2)
-        assert torch.isfinite(dens[0](noisy)).all()
+        assert torch.allclose(seen[0], dens[0](noisy), atol=1e-6)
 
 
 def test_ft_cadis_masks_warm_start_and_pbar_gradient():
@@ -236,9 +242,19 @@ def test_train_clip_deepspeed_checkpoint_loads_and_certifies(tmp_path, monkeypat
     for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0").items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "ds"
-    args = clip_args(out, "--model", "CLIP_B16_tiny", "--deepspeed", "--model_ema", "--model_ema_decay", "0.5",
-                     "--layer_decay", "0.6", "--epochs", "1")
-    train_clip.main(args)
+    flags = ("--model", "CLIP_B16_tiny", "--deepspeed", "--model_ema", "--model_ema_decay", "0.5",
+             "--layer_decay", "0.6", "--disable_eval_during_finetuning")   # no eval: checkpoint-best = last epoch
+    args = clip_args(out, *flags)
+    full = train_clip.main(args)
+    with monkeypatch.context() as m:                 # killed after epoch 1, then resumed: the same run
+        interrupt_after_first_epoch(m)
+        with pytest.raises(KeyboardInterrupt):
+            train_clip.main(clip_args(tmp_path / "ds2", *flags))
+    resumed = train_clip.main(clip_args(tmp_path / "ds2", *flags, "--resume"))
+    assert resumed["train_loss"] == full["train_loss"]
+    a = torch.load(out / "checkpoint-last.pt", weights_only=True)
+    b = torch.load(tmp_path / "ds2" / "checkpoint-last.pt", weights_only=True)
+    assert same_weights(a["model"], b["model"]) and same_weights(a["model_ema"], b["model_ema"])
     ckpt = out / "checkpoint-best" / "mp_rank_00_model_states.pt"
     from models.checkpoint import load_checkpoint                     # allow-lists the Namespace inside
     obj = load_checkpoint(str(ckpt))
@@ -253,7 +269,8 @@ def test_train_clip_deepspeed_checkpoint_loads_and_certifies(tmp_path, monkeypat
     assert torch.allclose(clf(x), ref(x), atol=1e-5)
     assert (out / "deepspeed_config.json").exists()
     res = subprocess.run([sys.executable, "certify.py", "digits", str(ckpt), str(tmp_path / "c.tsv"), "--sigma25",
-                          "--N", "20", "--N0", "10", "--max", "2", "--batch", "20", "--device", "cpu", "--denoiser", "none"],
+                          "--N", "20", "--N0", "10", "--max", "2", "--batch", "20", "--device", "cpu",
+                          "--denoiser", "none"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     rows = (tmp_path / "c.tsv").read_text().splitlines()
@@ -261,13 +278,16 @@ def test_train_clip_deepspeed_checkpoint_loads_and_certifies(tmp_path, monkeypat
 
 
 def test_train_clip_cadis_and_consistency_run(tmp_path, tiny_files):
-    row = train_clip.main(clip_args(tmp_path / "cadis", "--objective", "cadis", "--denoiser", str(tiny_files / "unet.pt"),
+    row = train_clip.main(clip_args(tmp_path / "cadis", "--objective", "cadis",
+                                    "--denoiser", str(tiny_files / "unet.pt"),
                                     "--sigma", "0.5", "--num_noises", "2", "--num_steps", "1", "--batch_size", "8",
                                     "--epochs", "1", "--warm_start", "--finetune", str(tiny_files / "clf.pt")))
     assert np.isfinite(row["train_loss"]) and "test_noisy_acc1" in row and "train_madv" in row
     row = train_clip.main(clip_args(tmp_path / "cons", "--objective", "consistency", "--sigma", "0.25",
-                                    "--epochs", "1"))
+                                    "--epochs", "1", "--model", "CLIP_B16_tiny", "--lora_r", "2"))
     assert np.isfinite(row["train_loss"]) and "train_reg" in row
+    from models.classifiers import load_classifier                     # LoRA merged into plain keys
+    assert load_classifier(str(tmp_path / "cons" / "checkpoint-best.pt"))(torch.rand(1, 3, 16, 16)).shape == (1, 10)
 
 
 def test_train_clip_user_errors(tmp_path):
@@ -334,8 +354,9 @@ def test_finetune_dncnn_objectives(tmp_path, tiny_files):
     with pytest.raises(MsrsError, match="pretrained-denoiser"):
         finetune_diffusion.main(diff_args(tmp_path, *common, "--objective", "stab+mse",
                                           "--classifier", str(tiny_files / "clf.pt")))
-    row = finetune_diffusion.main(diff_args(tmp_path / "stab", *common, "--objective", "stab+mse", "--classifier",
-                                            str(tiny_files / "clf.pt"), "--pretrained-denoiser", str(tmp_path / "mse.pt")))
+    row = finetune_diffusion.main(diff_args(tmp_path / "stab", *common, "--objective", "stab+mse",
+                                            "--classifier", str(tiny_files / "clf.pt"),
+                                            "--pretrained-denoiser", str(tmp_path / "mse.pt")))
     assert "train_agree" in row and "test_acc_0.25" in row
 
 
@@ -364,9 +385,10 @@ def test_zoo_checkpoints_load_strictly_and_work():
     assert size < 5e6
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="bash script")
+@pytest.mark.slow
 def test_train_zoo_sh_is_reproducible(tmp_path):
-    env = dict(os.environ, PYTHON=sys.executable, CNN_EPOCHS="1", DDPM_EPOCHS="1", STEPS_PER_EPOCH="2")
+    env = dict(os.environ, PYTHON=sys.executable, CNN_EPOCHS="1", DDPM_EPOCHS="1", MDDS_EPOCHS="1", STEPS_PER_EPOCH="2",
+               EVAL_MAX="16")
     outs = []
     for run in ("a", "b"):
         env.update(ZOO_OUT=str(tmp_path / run), ZOO_WORK=str(tmp_path / f"work_{run}"))
