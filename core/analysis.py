@@ -413,6 +413,9 @@ def save_figure(fig, out: str | os.PathLike) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, format=fmt, dpi=150)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a figure gets the usual permissions
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
