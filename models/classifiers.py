@@ -608,7 +608,8 @@ def load_classifier(spec: str, arch: str | None = None, num_classes: int | None 
             raise MsrsError(f"{path}: DeepSpeed weights are not a state dict (ZeRO-3 shards are not supported)")
         file_args = obj.get("args")
         file_arch = getattr(file_args, "model", None) if isinstance(file_args, argparse.Namespace) else None
-        arch = arch or (file_arch if file_arch in _MODELS else None) or "CLIP_B16"
+        known = file_arch in _MODELS or str(file_arch).startswith(("timm:", "tv:"))
+        arch = arch or (file_arch if known else None) or "CLIP_B16"
         sd = strip_prefixes(sd)
         model = _build(arch, num_classes, sd, path)
         _load_weights(model, sd, path)
