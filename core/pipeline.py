@@ -323,6 +323,7 @@ def _execute_split(job: Job, outfile: str, columns: list[str], process: Callable
     writes the rows and decides, on resume, which examples are left."""
     import torch.distributed as dist
     rank = job.split.rank
+    dist.barrier()  # every rank has checked that OUTFILE does not exist before rank 0 creates it
     writer = None
     todo = [None]
     if rank == 0:
