@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> str | None:
             return row
     else:
         ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
-                              split=job.split)
+                              split=job.split, alpha_rule=args.cascade_alpha)
         batch = min(job.batch_size(s, args.N) for s in sigmas)
 
         def process(idx, x, label):

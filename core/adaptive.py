@@ -243,7 +243,7 @@ def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha
 def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0: int, n_max: int, alpha: float,
                        p0: float = 0.5, radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
                        growth: float = GROWTH, final_share: float = FINAL_SHARE, power: float = POWER,
-                       futility: float = FUTILITY) -> CascadeResult:
+                       futility: float = FUTILITY, alpha_rule: str = "mdds") -> CascadeResult:
     """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
 
     Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
@@ -261,7 +261,7 @@ def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0:
         return [s.counts() for s in seen]
 
     for k, sigma in enumerate(sigmas):
-        alpha_k = stage_alpha(alpha, k)
+        alpha_k = stage_alpha(alpha, k, len(sigmas), alpha_rule)
         stage = SequentialStage(samplers[k], sigma, n0, looks, weights, alpha_k, futility)
         earlier, seen = list(seen), seen + [stage]
         c = stage.cAHat
@@ -313,4 +313,4 @@ def cascade_certify_adaptive(ms, x: torch.Tensor, n0: int, n_max: int, alpha: fl
             return ms.smooths[k].sample_counts(x, num, batch_size, gens[k])
         return sample
     return sequential_cascade([sampler(k) for k in range(len(ms.sigmas))], ms.sigmas, n0, n_max, alpha, ms.p0,
-                              **kwargs)
+                              alpha_rule=ms.alpha_rule, **kwargs)

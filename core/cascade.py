@@ -36,9 +36,25 @@ class CascadeResult:
     counts: list = field(default_factory=list, repr=False)
 
 
-def stage_alpha(alpha: float, k: int) -> float:
-    """The level of stage k (0-based, descending sigma): alpha_k = alpha / (k + 1)."""
-    return alpha / (k + 1)
+ALPHA_RULES = ("mdds", "union")
+
+
+def stage_alpha(alpha: float, k: int, num_stages: int = 1, rule: str = "mdds") -> float:
+    """The level of every bound a certificate at stage k (0-based, descending sigma) rests on.
+
+    'mdds' (the reference): alpha_k = alpha / (k + 1) — stage k's own lower bound and the k off-class
+    bounds of the earlier stages, k + 1 bounds at alpha / (k + 1). Which stage certifies is itself random,
+    so a union bound over the K stages a run may end at only gives K * alpha overall.
+    'union' (provably alpha): a wrong certificate needs one of the bounds that *some* stage k would rest
+    on to fail — (k + 1) bounds for stage k, K (K + 1) / 2 in all, each at alpha_k = 2 alpha / (K (K + 1)).
+    (Abstain/undecided decisions need no bound of their own: a certificate at stage k holds as soon as its
+    own lower bound and the off-class bounds of the earlier stages hold.)
+    """
+    if rule == "mdds":
+        return alpha / (k + 1)
+    if rule == "union":
+        return 2 * alpha / (num_stages * (num_stages + 1))
+    raise ValueError(f"unknown cascade alpha rule {rule!r}; choose from {ALPHA_RULES}")
 
 
 def offclass_radius(sigma_j: float, counts_j: np.ndarray, c: int, alpha: float, p0: float = 0.5) -> float:
@@ -57,10 +73,10 @@ def capped_result(c: int, R: float, r_neg: float, k: int, sigma: float, n_used: 
 
 
 def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[float], alpha: float,
-                   p0: float = 0.5) -> CascadeResult:
+                   p0: float = 0.5, alpha_rule: str = "mdds") -> CascadeResult:
     """The MDDS cascaded CERTIFY on counts drawn lazily by ``sample_stage(k)`` (sigmas descending).
 
-    Stage k uses alpha_k = alpha / (k + 1):
+    Stage k uses alpha_k = stage_alpha(alpha, k, K, alpha_rule) (MDDS: alpha / (k + 1)):
     - pLower >= p0: certify cAHat with R = sigma_k (Phi^-1(pLower) - Phi^-1(p0)), capped by every earlier
       stage j's off-class radius r_j = sigma_j (Phi^-1(pBUpper_j) - Phi^-1(p0)) (bounded at alpha_k), so
       that no other class can reach p0 at an earlier, larger sigma within R; stop.
@@ -73,7 +89,7 @@ def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[floa
     for k, sigma in enumerate(sigmas):
         sc = sample_stage(k)
         n_used += int(sc.selection.sum() + sc.estimation.sum())
-        alpha_k = stage_alpha(alpha, k)
+        alpha_k = stage_alpha(alpha, k, len(sigmas), alpha_rule)
         cAHat = int(np.argmax(sc.selection))  # ties -> lowest class index
         n = int(sc.estimation.sum())
         p_lower, p_upper = stats.cp_bounds(int(sc.estimation[cAHat]), n, alpha_k)
@@ -99,9 +115,12 @@ class MultiScaleSmooth:
     """Cascade of smoothed classifiers, one per sigma (MDDS). ``base_classifiers`` maps sigma -> f_sigma."""
 
     def __init__(self, base_classifiers: dict[float, Callable[[torch.Tensor], torch.Tensor]], num_classes: int,
-                 p0: float = 0.5, seed: int = 0, split=None):
+                 p0: float = 0.5, seed: int = 0, split=None, alpha_rule: str = "mdds"):
         if not base_classifiers:
             raise ValueError("need at least one sigma")
+        if alpha_rule not in ALPHA_RULES:
+            raise ValueError(f"unknown cascade alpha rule {alpha_rule!r}; choose from {ALPHA_RULES}")
+        self.alpha_rule = alpha_rule
         if not 0 < p0 < 1:
             raise ValueError(f"p0 must be in (0, 1), got {p0}")
         self.sigmas = sorted((float(s) for s in base_classifiers), reverse=True)
@@ -124,7 +143,7 @@ class MultiScaleSmooth:
             g = self._stage_generator(x, generator, k)
             s = self.smooths[k]
             return StageCounts(s.sample_counts(x, n0, batch_size, g), s.sample_counts(x, n, batch_size, g))
-        return cascade_decide(sample_stage, self.sigmas, alpha, self.p0)
+        return cascade_decide(sample_stage, self.sigmas, alpha, self.p0, self.alpha_rule)
 
     def certify_adaptive(self, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
                          generator=None, **kwargs) -> CascadeResult:

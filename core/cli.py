@@ -65,6 +65,9 @@ def smoothing_parser(n_default: int = 100000) -> argparse.ArgumentParser:
     g.add_argument("--batch", default="1000", help="noise batch size, or 'auto' to fit device memory")
     g.add_argument("--skip_p", type=float, default=0.5, help="MDDS p0: a stage abstains below it")
     g.add_argument("--seed", type=int, default=0, help="noise seed (rows depend on (seed, idx) only)")
+    g.add_argument("--cascade_alpha", choices=["mdds", "union"], default="mdds",
+                   help="cascade levels: 'mdds' alpha/(k+1) per stage as the reference; 'union' 2*alpha/(K(K+1)) "
+                        "per bound, which keeps the overall failure probability <= alpha (see README)")
     return p
 
 

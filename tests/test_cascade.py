@@ -130,3 +130,20 @@ def test_mdds_predict_prior_and_threshold():
     assert r.pred0 == 2 and r.stage == 0
     assert r.prediction == int(np.argmax(np.array([5.0, 0, 0]) + np.log([0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3])))
     assert ms.predict(torch.zeros(1, 2, 2), 20, 10) == 2
+
+
+def test_alpha_rules():
+    from core.cascade import stage_alpha
+    assert [stage_alpha(0.006, k) for k in range(3)] == pytest.approx([0.006, 0.003, 0.002])
+    assert [stage_alpha(0.006, k, 3, "union") for k in range(3)] == pytest.approx([0.001] * 3)
+    # union: the (k + 1) bounds of every stage a run could end at add up to alpha
+    assert sum((k + 1) * stage_alpha(0.006, k, 3, "union") for k in range(3)) == pytest.approx(0.006)
+    with pytest.raises(ValueError):
+        stage_alpha(0.1, 0, 3, "none")
+    # a certificate at stage 0 under 'union' uses the smaller level -> a smaller radius
+    sample, _ = scripted([([0, 100, 0], [2, 995, 3])])
+    mdds = cascade_decide(sample, SIGMAS, 0.001)
+    sample, _ = scripted([([0, 100, 0], [2, 995, 3])])
+    union = cascade_decide(sample, SIGMAS, 0.001, alpha_rule="union")
+    assert union.radius == pytest.approx(1.0 * stats.norm.ppf(cp(995, 1000, 0.001 / 6)[0]))
+    assert union.radius < mdds.radius

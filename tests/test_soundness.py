@@ -73,10 +73,10 @@ def cascade_setup():
     return {1.0: Threshold1D([-0.8, 0.9]), 0.5: Threshold1D([-0.3, 0.35]), 0.25: Threshold1D([0.1, 0.2])}
 
 
-@pytest.mark.parametrize("adaptive", [False, True])
-def test_cascade_certify_is_sound(adaptive):
+@pytest.mark.parametrize("adaptive,alpha_rule", [(False, "mdds"), (True, "mdds"), (False, "union"), (True, "union")])
+def test_cascade_certify_is_sound(adaptive, alpha_rule):
     fs = cascade_setup()
-    ms = MultiScaleSmooth(fs, 3, p0=0.5)
+    ms = MultiScaleSmooth(fs, 3, p0=0.5, alpha_rule=alpha_rule)
     truth = lambda us: cascade_truth(fs, us, 0.5)  # noqa: E731
     rng = np.random.default_rng(4)
     wrong = certified = 0
