@@ -230,17 +230,13 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
 
 
 def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
-    def resolve(spec: str | None) -> str | None:
-        if not spec or spec == "none":
-            return None
-        if spec.startswith("zoo:"):
-            return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "zoo",
-                                spec[4:] + ".pt")
-        if os.path.isdir(spec):
-            return os.path.join(spec, "mp_rank_00_model_states.pt")
-        return spec
-    return {"classifier": runlib.file_sha256(resolve(args.classifier)),
-            "denoiser": runlib.file_sha256(resolve(args.denoiser))}
+    """sha256 of the files the run read, resolved by the loaders' own rules (zoo:, checkpoint dirs, logs)."""
+    from models.classifiers import resolve_classifier_path
+    from models.diffusion import resolve_path
+    clf = args.classifier
+    clf = clf[len("querylog:"):] if clf.startswith("querylog:") else resolve_classifier_path(clf)
+    den = None if args.denoiser == "none" else resolve_path(args.denoiser)
+    return {"classifier": runlib.file_sha256(clf), "denoiser": runlib.file_sha256(den)}
 
 
 # ---------------------------------------------------------------------------------------- the loop
@@ -270,8 +266,8 @@ def execute(job: Job, outfile: str, columns: list[str], process: Callable[[int, 
         raise MsrsError("use either torchrun or --shard I/N, not both")
     if args.shard:
         rank, world = cli.parse_shard(args.shard)
-    if world > 1 and os.path.exists(outfile) and not args.resume:
-        raise MsrsError(f"{outfile} already exists: choose another OUTFILE")
+    if world > 1:  # parts are written beside OUTFILE; OUTFILE itself only by the merge
+        check_outfile(outfile, args.resume)
     indices = runlib.select_indices(len(job.dataset), args.start, args.skip, args.max)
     if job.split is not None:  # every rank works on every example; rank 0 alone writes
         return _execute_split(job, outfile, columns, process, desc, indices)
