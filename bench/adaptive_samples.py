@@ -4,7 +4,7 @@ CPU only, no network: each test input is a simulated base classifier whose class
 known, and its counts are drawn directly from a multinomial (one "forward pass" per draw).
 
 Realistic p_A: taken from the real Cohen et al. CIFAR-10 ResNet-110 logs (N = 10k, alpha = 1e-3) in
-../shared/reference_results/salman/cifar10_whitebox_cohen_resnet110_noise_S_sigma_S_N10000.tsv:
+tests/data/reference_results/salman/cifar10_whitebox_cohen_resnet110_noise_S_sigma_S_N10000.tsv:
 - a certified row's radius gives pABar = Phi(radius / sigma); nA is the count whose CP lower bound at
   N = 10k, alpha = 1e-3 is the nearest, and p_A is drawn from the posterior Beta(nA + 1, N - nA + 1)
   (uniform prior), which also spreads the rows that hit the largest radius (nA = N) over [~.999, 1];
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core import adaptive, stats  # noqa: E402
 from core.smoothing import ABSTAIN, certify_from_counts  # noqa: E402
 
-LOGS = Path(__file__).resolve().parents[2] / "shared" / "reference_results" / "salman"
+LOGS = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference_results" / "salman"
 LOG_N, LOG_ALPHA, K = 10_000, 1e-3, 10
 
 

@@ -1,7 +1,7 @@
 """Certified-accuracy analysis of result TSVs: ours and the reference repos' formats.
 
 Semantics follow the reference `analyze.py` scripts (Cohen; Salman; MDDS), see
-../shared/reference_results/README.md:
+tests/data/reference_results/README.md:
 
 - certified accuracy at r = mean over ALL rows of [correct and radius >= r] (inclusive ``>=``; the
   denominator counts abstentions), compared on the radii as stored in the file (``{:.3}``-rounded);

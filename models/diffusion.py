@@ -1,6 +1,6 @@
 """Gaussian diffusion (improved-/guided-diffusion conventions), model construction and checkpoint I/O.
 
-Schedules are float64 numpy (``../shared/fixtures/unet/schedules.pt`` pins them to 1e-12); tensors touch a
+Schedules are float64 numpy (``tests/fixtures/unet/schedules.pt`` pins them to 1e-12); tensors touch a
 device only where the input already lives; randomness comes from an injected ``torch.Generator``.
 ``create_model_and_diffusion(**kwargs)`` takes the reference ``script_util`` kwarg names.
 """
@@ -193,7 +193,7 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
         use_new_attention_order=False, learn_sigma=True, diffusion_steps=1000, noise_schedule="linear",
         timestep_respacing="", use_kl=False, predict_xstart=False, rescale_timesteps=False,
         rescale_learned_sigmas=False),
-    # the small random-weight fixture UNet with the CIFAR-10 diffusion (../shared/fixtures/dds)
+    # the small random-weight fixture UNet with the CIFAR-10 diffusion (tests/fixtures/dds)
     "improved-small": dict(
         image_size=32, num_channels=32, num_res_blocks=1, num_heads=2, num_heads_upsample=-1,
         attention_resolutions="16", dropout=0.0, learn_sigma=True, sigma_small=False, class_cond=False,

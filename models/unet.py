@@ -3,7 +3,7 @@
 Keys (``time_embed``, ``label_emb``, ``input_blocks``, ``middle_block``, ``output_blocks``, ``out``; ResBlock
 ``in_layers/emb_layers/out_layers/skip_connection``; attention ``norm/qkv/proj_out``; ``op`` / ``conv``
 resamplers) match the reference one-to-one, so the released checkpoints load strictly
-(``../shared/fixtures/unet`` pins layout and output). ``model(x, t)`` is the raw network: x ``[B,C,H,W]`` in
+(``tests/fixtures/unet`` pins layout and output). ``model(x, t)`` is the raw network: x ``[B,C,H,W]`` in
 [-1,1], t ``[B]`` (already rescaled by the diffusion when ``rescale_timesteps``) → ``[B, out_channels, H, W]``.
 """
 from __future__ import annotations

@@ -13,14 +13,13 @@ from core.analysis import (average_certified_radius, certified_accuracy, format_
 from core.errors import MsrsError
 
 ROOT = Path(__file__).resolve().parents[1]
-SALMAN = ROOT.parent / "shared" / "reference_results" / "salman"
+SALMAN = ROOT / "tests" / "data" / "reference_results" / "salman"
 WHITEBOX = [SALMAN / f"cifar10_whitebox_cohen_resnet110_noise_{s}_sigma_{s}_N10000.tsv"
             for s in ("0.12", "0.25", "0.50", "1.00")]
 DNCNN = SALMAN / "cifar10_mse_dncnn_resnet110_noise_0.25_sigma_0.25_N10000.tsv"
 PUBLISHED_TEX = SALMAN / "published_analysis_latex_cifar10_certified_outer_envelop_whitebox.tex"
 RADII = [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
 
-needs_reference = pytest.mark.skipif(not SALMAN.is_dir(), reason="../shared/reference_results missing")
 
 # reference_results/README.md section 3: recomputed (>=, over all 500 rows), r = 0 .. 1.5, ACR
 EXPECTED = {
@@ -39,7 +38,6 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------- reference numbers
-@needs_reference
 @pytest.mark.parametrize("path", list(EXPECTED), ids=lambda p: p.stem[:40])
 def test_salman_recomputed_numbers(path):
     acc, acr, abstentions = EXPECTED[path]
@@ -52,7 +50,6 @@ def test_salman_recomputed_numbers(path):
     assert s.stage_counts is None and s.n_used is None
 
 
-@needs_reference
 def test_boundary_cells_are_inclusive():
     """README section 4: rows sitting exactly on a table radius count (>=, not >)."""
     for path, r, ge, gt in ((WHITEBOX[1], 0.25, 0.590, 0.588), (WHITEBOX[3], 1.25, 0.176, 0.174),
@@ -65,7 +62,6 @@ def test_boundary_cells_are_inclusive():
             assert strict == pytest.approx(gt, abs=1e-12)
 
 
-@needs_reference
 def test_envelope_latex_byte_for_byte():
     runs = [summarize(read_results(p), RADII[1:]) for p in WHITEBOX]
     assert format_envelope_latex(runs).encode() == PUBLISHED_TEX.read_bytes()
@@ -73,7 +69,6 @@ def test_envelope_latex_byte_for_byte():
     assert env.chosen == [1, 1, 2, 2, 3, 3]                  # sigma .25 wins the r=.25 tie-free cell
 
 
-@needs_reference
 def test_envelope_via_main(capsys):
     args = analyze.get_args_parser().parse_args(
         [str(p) for p in WHITEBOX] + ["--format", "latex", "--envelope", "--radii"]

@@ -14,7 +14,7 @@ from core.denoise import DenoiseThenClassify, DiffusionDenoiser, load_denoiser, 
 from core.errors import MsrsError
 from models.diffusion import NAMED_CONFIGS, create_model_and_diffusion, load_diffusion, save_diffusion
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIX = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="module")

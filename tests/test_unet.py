@@ -1,4 +1,4 @@
-"""The OpenAI-layout UNet and the diffusion schedules against ../shared/fixtures/unet (reference outputs)."""
+"""The OpenAI-layout UNet and the diffusion schedules against tests/fixtures/unet (reference outputs)."""
 import json
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import torch
 from core.errors import MsrsError
 from models.diffusion import NAMED_CONFIGS, create_model_and_diffusion, load_diffusion, save_diffusion
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "unet"
+FIX = Path(__file__).resolve().parent / "fixtures" / "unet"
 
 
 def small_model():
