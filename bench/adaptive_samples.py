@@ -1,177 +1,356 @@
-"""Forward passes and certified accuracy: adaptive CERTIFY (n_max = N) vs fixed-N CERTIFY, side by side.
+"""Forward passes of adaptive CERTIFY (``--adaptive``, n_max = N) against fixed-N CERTIFY and against the
+ORACLE, and the certified accuracy it gives up, on real p_A distributions. Single sigma and the MDDS cascade.
 
-CPU only, no network: each test input is a simulated base classifier whose class probabilities are
-known, and its counts are drawn directly from a multinomial (one "forward pass" per draw).
+**Inputs.** Each test input is a simulated base classifier with known class probabilities, built from one
+row of a real certify log (ours, Cohen's, Salman's, DDS's, FT-CADIS's: any TSV with the columns ``label
+predict radius``; ``--log PATH --sigma S --log_n N --log_alpha A``). A certified row's radius gives
+pABar = Phi(radius / sigma), nA is the count whose Clopper-Pearson bound at (log_n, log_alpha) is nearest,
+and p_A is drawn from the posterior Beta(nA + 1, log_n - nA + 1) (this also spreads the rows at the
+largest radius, nA = log_n, over their plausible range); an abstained row gets p_A ~ U(0.3, p*), p* the
+smallest nA / log_n that certifies. The top class is the row's prediction (abstained rows: the label or
+another class, 1/2 each); a runner-up (the label when the top class is wrong) gets min(p_A, 0.6 (1 - p_A)),
+the other classes share the rest. ``--reps R`` redraws p_A and the noise R times per row.
+Default: the five vendored Cohen/Salman CIFAR-10 logs (tests/data/reference_results/salman/, N = 10k,
+alpha = 1e-3): whitebox ResNet-110 at sigma .12 / .25 / .50 / 1.00 and the MSE-DnCNN at .25, and the
+cascade sigma = 1 > .5 > .25 built from the three whitebox logs of the same images (rows match on idx).
 
-Realistic p_A: taken from the real Cohen et al. CIFAR-10 ResNet-110 logs (N = 10k, alpha = 1e-3) in
-tests/data/reference_results/salman/cifar10_whitebox_cohen_resnet110_noise_S_sigma_S_N10000.tsv:
-- a certified row's radius gives pABar = Phi(radius / sigma); nA is the count whose CP lower bound at
-  N = 10k, alpha = 1e-3 is the nearest, and p_A is drawn from the posterior Beta(nA + 1, N - nA + 1)
-  (uniform prior), which also spreads the rows that hit the largest radius (nA = N) over [~.999, 1];
-- an abstained row gets p_A ~ U(0.3, p*), p* = the smallest nA / N that CERTIFY at 10k would certify
-  (~.516): the rows that abstain at N = 10k.
-The other 1 - p_A: a runner-up class gets min(p_A, .6 (1 - p_A)), the 8 others share the rest (10 classes).
-Correct rows have the top class as label; wrong rows a minor class; abstained rows the top or the
-runner-up class with probability 1/2 each.
+**Paired draws.** One noise stream per input (and stage), shared by both methods: the adaptive run's counts
+are the first n_used draws of the stream and fixed-N CERTIFY completes that stream to N (the same n0
+selection draws), so the differences come from the procedures, not from sampling luck.
 
-Both methods see the *same* draws: the adaptive run's counts are the first n_used draws of the stream
-and the fixed run completes them to N (same n0 selection draws), so the differences come from the
-procedures, not from sampling luck. Forward passes include the n0 selection draws.
+**The oracle.** The fewest draws with which someone who knew p_A would certify the grid radius that
+fixed-N CERTIFY certifies at the same alpha, the hits at their expected count: single sigma,
+n0 + min{n : sigma Phi^-1(CP(p_A n, n, alpha)) >= r_fix} with r_fix the largest grid radius below
+sigma Phi^-1(CP(p_A N, N, alpha)) (CP at a real count: the Beta(alpha; k, n - k + 1) quantile), and n0
+alone for an input fixed N abstains on. Cascade: n0 per stage the fixed cascade visits at expected counts,
+plus, when it certifies grid radius r at stage k, the draws stage k needs to prove r and the draws every
+earlier stage j needs for its off-class cap -r_j >= r (both at alpha_k). The oracle knows the next grid
+radius is out of reach; a real procedure has to learn it (``bench/adaptive_frontier.py`` measures that part).
 
-    python bench/adaptive_samples.py [--small] [--reps R] [--seed S] [--sigmas .25 .5 1]
-Goal (issue 6): >= 10x fewer forward passes in total, certified accuracy within 0.5 pp at every grid radius.
+Forward passes include the n0 selection draws. The certified-accuracy gap (adaptive - fixed, percentage
+points) is given at every grid radius with its paired standard error.
+
+    python bench/adaptive_samples.py [--small] [--reps R] [--seed S] [--no_cascade]
+    python bench/adaptive_samples.py --log ours.tsv --sigma 0.5 --log_n 100000 --log_alpha 0.001
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import norm
+import pandas as pd
+from scipy import stats as ss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import adaptive, stats  # noqa: E402
+from core import adaptive  # noqa: E402
+from core.cascade import UNDECIDED, StageCounts, cascade_decide, offclass_radius, stage_alpha  # noqa: E402
 from core.smoothing import ABSTAIN, certify_from_counts  # noqa: E402
 
 LOGS = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference_results" / "salman"
-LOG_N, LOG_ALPHA, K = 10_000, 1e-3, 10
+WHITEBOX = "cifar10_whitebox_cohen_resnet110_noise_{s:.2f}_sigma_{s:.2f}_N10000.tsv"
+DEFAULT_LOGS = [(LOGS / WHITEBOX.format(s=s), s) for s in (0.12, 0.25, 0.5, 1.0)] + \
+    [(LOGS / "cifar10_mse_dncnn_resnet110_noise_0.25_sigma_0.25_N10000.tsv", 0.25)]
+DEFAULT_CASCADE = [(LOGS / WHITEBOX.format(s=s), s) for s in (1.0, 0.5, 0.25)]
+K = 10
 
 
-def read_log(path: Path) -> dict[str, np.ndarray]:
-    rows = [line.rstrip("\n").split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
-    return dict(label=np.array([int(r[1]) for r in rows]), predict=np.array([int(r[2]) for r in rows]),
-                radius=np.array([float(r[3]) for r in rows]))
+# ------------------------------------------------------------------------------------------- inputs
+@dataclass
+class Log:
+    """One certify log: its rows' labels, predictions and radii (any of our / the reference formats)."""
+    path: Path
+    sigma: float
+    log_n: int
+    log_alpha: float
+    idx: np.ndarray
+    label: np.ndarray
+    predict: np.ndarray
+    radius: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.name} (sigma {self.sigma})"
+
+    @property
+    def key(self) -> int:
+        """Seeds this log's draws (two logs never share a stream)."""
+        return zlib.crc32(self.path.name.encode())
 
 
-def log_lower_table() -> tuple[np.ndarray, np.ndarray]:
-    """nA and its CP lower bound at the logs' N and alpha, for every nA that certifies (bound >= 1/2)."""
-    ks = np.arange(LOG_N // 2, LOG_N + 1)
-    lowers = np.array([stats.cp_lower(int(k), LOG_N, LOG_ALPHA) for k in ks])
-    keep = lowers >= 0.5
-    return ks[keep], lowers[keep]
+def read_log(path: Path, sigma: float, log_n: int, log_alpha: float) -> Log:
+    df = pd.read_csv(path, sep="\t")
+    missing = {"label", "predict", "radius"} - set(df.columns)
+    if missing:
+        raise SystemExit(f"{path}: no column(s) {sorted(missing)}; need a certify TSV (idx label predict radius ...)")
+    idx = df["idx"].to_numpy(int) if "idx" in df else np.arange(len(df))
+    return Log(Path(path), float(sigma), int(log_n), float(log_alpha), idx, df["label"].to_numpy(int),
+               df["predict"].to_numpy(int), df["radius"].to_numpy(float))
 
 
-def simulated_inputs(log: dict, sigma: float, table, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities [rows, K] and labels [rows] of the simulated classifiers of one log."""
-    ks, lowers = table
-    rows = len(log["label"])
+def population(log: Log, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities [rows, K] and labels [rows] of the simulated classifiers of one log (module docstring)."""
+    n = log.log_n
+    ks = np.arange(n // 2, n + 1)
+    lowers = ss.beta.ppf(log.log_alpha, ks, n - ks + 1)
+    ks, lowers = ks[lowers >= 0.5], lowers[lowers >= 0.5]
+    rows = len(log.label)
+    certified = log.predict >= 0
     p_A = np.empty(rows)
-    certified = log["predict"] >= 0
-    nA = ks[np.abs(lowers[None, :] - norm.cdf(log["radius"][certified] / sigma)[:, None]).argmin(1)]
-    p_A[certified] = rng.beta(nA + 1, LOG_N - nA + 1)
-    p_A[~certified] = rng.uniform(0.3, ks[0] / LOG_N, (~certified).sum())
+    nA = ks[np.abs(lowers[None, :] - ss.norm.cdf(log.radius[certified] / log.sigma)[:, None]).argmin(1)]
+    p_A[certified] = rng.beta(nA + 1, n - nA + 1)
+    p_A[~certified] = rng.uniform(0.3, ks[0] / n, (~certified).sum())
+    other = (log.label + 1) % K
+    top = np.where(certified, log.predict, np.where(rng.integers(0, 2, rows) == 0, log.label, other))
+    second = np.where(top == log.label, other, log.label)
     probs = np.empty((rows, K))
-    probs[:, 0] = p_A                                   # class 0: the top class, class 1: the runner-up
-    probs[:, 1] = np.minimum(p_A, 0.6 * (1 - p_A))
-    probs[:, 2:] = ((1 - probs[:, 0] - probs[:, 1]) / (K - 2))[:, None]
-    correct = certified & (log["predict"] == log["label"])
-    labels = np.where(correct, 0, 2)                    # wrong rows: a minor class
-    labels[~certified] = rng.integers(0, 2, (~certified).sum())
-    return probs, labels
+    rest = 1 - p_A - np.minimum(p_A, 0.6 * (1 - p_A))
+    probs[:] = (rest / (K - 2))[:, None]
+    probs[np.arange(rows), top] = p_A
+    probs[np.arange(rows), second] = np.minimum(p_A, 0.6 * (1 - p_A))
+    return probs, log.label.copy()
 
 
-def run_row(probs: np.ndarray, sigma: float, n0: int, N: int, alpha: float, rng: np.random.Generator,
-            schedule: dict) -> tuple[tuple[int, float, int], tuple[int, float, int]]:
-    """(adaptive, fixed) results (prediction, radius, forward passes) on one shared stream of draws."""
-    draws: list[np.ndarray] = []
+class Stream:
+    """One noise stream of one input (and stage): multinomial draws, recorded, continued on demand."""
 
-    def sample(num: int) -> np.ndarray:
-        draws.append(rng.multinomial(num, probs))
-        return draws[-1]
-    pred, radius, n_used = adaptive.sequential_certify(sample, sigma, n0, N, alpha, **schedule)
-    selection, estimation = draws[0], np.sum(draws[1:], axis=0)
-    estimation = estimation + rng.multinomial(N - int(estimation.sum()), probs)  # complete the stream to N
-    fixed_pred, fixed_radius, _ = certify_from_counts(selection, estimation, alpha, sigma)
-    return (pred, radius, n_used), (fixed_pred, fixed_radius, n0 + N)
+    def __init__(self, probs: np.ndarray, rng: np.random.Generator):
+        self.probs, self.rng, self.draws = probs, rng, []
+
+    def __call__(self, num: int) -> np.ndarray:
+        self.draws.append(self.rng.multinomial(num, self.probs))
+        return self.draws[-1]
+
+    def first(self, n0: int, n: int) -> StageCounts:
+        """The stream's first n0 (selection) and next n (estimation) draws, drawing what is missing."""
+        if not self.draws:
+            self(n0)
+        estimation = np.sum(self.draws[1:], axis=0) if len(self.draws) > 1 else np.zeros(len(self.probs), int)
+        if estimation.sum() < n:
+            estimation = estimation + self.rng.multinomial(n - int(estimation.sum()), self.probs)
+        return StageCounts(self.draws[0], estimation)
 
 
-def certified_accuracy(pred: np.ndarray, radius: np.ndarray, labels: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    ok = (pred != ABSTAIN) & (pred == labels)
-    return np.array([np.mean(ok & (radius >= r)) for r in grid])
+# ------------------------------------------------------------------------------------------- oracle
+def real_cp_lower(k, n, alpha):
+    """Clopper-Pearson lower bound at a real-valued count k (the Beta(alpha; k, n - k + 1) quantile)."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    return np.where(k <= 0, 0.0, ss.beta.ppf(alpha, np.maximum(k, 1e-12), n - k + 1))
 
 
-def main(args: argparse.Namespace) -> dict:
-    schedule = dict(first_look=args.first_look, growth=args.growth, final_share=args.final_share,
-                    power=args.power, futility=args.futility)
+def min_draws(ok, N: int, shape) -> np.ndarray:
+    """Smallest integer n in [1, N] with ok(n) (vectorized, ok monotone in n), N where even N fails."""
+    lo, hi = np.zeros(shape), np.full(shape, float(N))
+    for _ in range(int(np.ceil(np.log2(N))) + 1):
+        mid = np.ceil((lo + hi) / 2)
+        good = ok(mid)
+        hi, lo = np.where(good, mid, hi), np.where(good, lo, mid)
+    return hi
+
+
+def grid_level(grid: np.ndarray, r) -> np.ndarray:
+    """Index of the largest grid radius <= r (-1 when r < grid[0], i.e. not certified)."""
+    return np.searchsorted(grid, np.asarray(r, float), side="right") - 1
+
+
+def oracle_single(p_A: np.ndarray, sigma: float, N: int, n0: int, alpha: float, grid: np.ndarray) -> np.ndarray:
+    """Oracle forward passes per input (module docstring)."""
+    level = grid_level(grid, sigma * ss.norm.ppf(real_cp_lower(p_A * N, N, alpha)))
+    out = np.full(len(p_A), float(n0))
+    m = level >= 0
+    target = ss.norm.cdf(grid[level[m]] / sigma)
+    p = p_A[m]
+    out[m] += min_draws(lambda n: real_cp_lower(p * n, n, alpha) >= target, N, m.sum())
+    return out
+
+
+def oracle_cascade(probs: list[np.ndarray], sigmas: list[float], N: int, n0: int, alpha: float, p0: float,
+                   grid: np.ndarray, rule: str) -> float:
+    """Oracle forward passes of one cascade input (module docstring): probs[k] its class probabilities at stage k."""
+    res = cascade_decide(lambda k: StageCounts(probs[k] * n0, np.round(probs[k] * N)), sigmas, alpha, p0, rule)
+    passes = n0 * (res.stage + 1)
+    level = int(grid_level(grid, res.radius)) if res.prediction >= 0 else -1
+    if level < 0:
+        return float(passes)
+    k, c, r = res.stage, res.prediction, grid[level]
+    alpha_k = stage_alpha(alpha, k, len(sigmas), rule)
+    p = probs[k][c]
+    target = ss.norm.cdf(r / sigmas[k] + ss.norm.ppf(p0))
+    passes += float(min_draws(lambda n: real_cp_lower(p * n, n, alpha_k) >= target, N, ()))
+    for j in range(k):
+        def capped(n, j=j):
+            return np.array([-offclass_radius(sigmas[j], np.round(probs[j] * m), c, alpha_k, p0) >= r for m in
+                             np.atleast_1d(n)]).reshape(np.shape(n))
+        passes += float(min_draws(capped, N, ()))
+    return passes
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def single(log: Log, args, method: dict) -> dict:
+    """Adaptive and fixed CERTIFY on paired streams for every simulated input of one log."""
+    looks, weights = adaptive.schedule(args.N, method["first_look"], method["growth"], method["final_share"],
+                                       method["power"])
+    grid = adaptive.default_radius_grid(log.sigma, args.N, args.alpha * weights[-1])
+    res = {"adaptive": [], "fixed": []}
+    labels, oracle = [], []
+    for rep in range(args.reps):
+        probs, lab = population(log, np.random.default_rng([args.seed, rep, log.key]))
+        labels.append(lab)
+        oracle.append(oracle_single(probs.max(1), log.sigma, args.N, args.N0, args.alpha, grid))
+        for i in range(len(lab)):
+            stream = Stream(probs[i], np.random.default_rng([args.seed, rep, log.key, int(log.idx[i])]))
+            pred, radius, n_used = adaptive.sequential_certify(stream, log.sigma, args.N0, args.N, args.alpha,
+                                                               **method)
+            counts = stream.first(args.N0, args.N)
+            fixed_pred, fixed_radius, _ = certify_from_counts(counts.selection, counts.estimation, args.alpha,
+                                                              log.sigma)
+            res["adaptive"].append((pred, radius, n_used))
+            res["fixed"].append((fixed_pred, fixed_radius, args.N0 + args.N))
+    return summarize(log.name, res, np.concatenate(labels), np.concatenate(oracle), grid)
+
+
+def cascade(logs: list[Log], args, method: dict) -> dict:
+    """Adaptive and fixed MDDS cascade on paired per-stage streams, inputs matched across logs on idx."""
+    sigmas = [lg.sigma for lg in logs]
+    order = np.argsort(sigmas)[::-1]
+    logs = [logs[i] for i in order]
+    sigmas = [lg.sigma for lg in logs]
+    common = sorted(set.intersection(*(set(lg.idx.tolist()) for lg in logs)))
+    if args.rows:
+        common = common[: args.rows]
+    looks, weights = adaptive.schedule(args.N, method["first_look"], method["growth"], method["final_share"],
+                                       method["power"])
+    grid = adaptive.default_radius_grid(sigmas[0], args.N, args.alpha * weights[-1], args.p0)
+    res = {"adaptive": [], "fixed": []}
+    labels, oracle = [], []
+    for rep in range(args.reps):
+        pops = []
+        for k, lg in enumerate(logs):
+            probs, lab = population(lg, np.random.default_rng([args.seed, rep, lg.key, k]))
+            where = {int(i): r for r, i in enumerate(lg.idx)}
+            pops.append((probs[[where[i] for i in common]], lab[[where[i] for i in common]]))
+        for row, i in enumerate(common):
+            probs = [pops[k][0][row] for k in range(len(logs))]
+            streams = [Stream(p, np.random.default_rng([args.seed, rep, int(i), k, 11])) for k, p in enumerate(probs)]
+            a = adaptive.sequential_cascade(streams, sigmas, args.N0, args.N, args.alpha, args.p0,
+                                            alpha_rule=args.cascade_alpha, **method)
+            f = cascade_decide(lambda k, streams=streams: streams[k].first(args.N0, args.N), sigmas, args.alpha,
+                               args.p0, args.cascade_alpha)
+            res["adaptive"].append((a.prediction, a.radius, a.n_used))
+            res["fixed"].append((f.prediction, f.radius, f.n_used))
+            labels.append(pops[0][1][row])
+            oracle.append(oracle_cascade(probs, sigmas, args.N, args.N0, args.alpha, args.p0, grid, args.cascade_alpha))
+    name = "cascade " + " > ".join(f"{s}" for s in sigmas)
+    return summarize(name, res, np.array(labels), np.array(oracle), grid)
+
+
+def summarize(name: str, res: dict, labels: np.ndarray, oracle: np.ndarray, grid: np.ndarray) -> dict:
+    out = {m: np.array(v, dtype=float) for m, v in res.items()}
+    ok = {m: (out[m][:, 0] >= 0) & (out[m][:, 0] == labels) for m in out}
+    cert = {m: ok[m][:, None] & (out[m][:, 1][:, None] >= grid[None, :]) for m in out}
+    diff = cert["adaptive"].astype(float) - cert["fixed"].astype(float)
+    return dict(name=name, M=len(labels), grid=grid, fixed=float(out["fixed"][:, 2].sum()),
+                adaptive=float(out["adaptive"][:, 2].sum()), oracle=float(oracle.sum()),
+                acc_fixed=100 * cert["fixed"].mean(0), acc_adaptive=100 * cert["adaptive"].mean(0),
+                gap=100 * diff.mean(0), gap_se=100 * diff.std(0) / np.sqrt(len(labels)),
+                undecided=float(np.mean(out["adaptive"][:, 0] == UNDECIDED)),
+                abstain=float(np.mean(out["adaptive"][:, 0] == ABSTAIN)))
+
+
+# -------------------------------------------------------------------------------------------- report
+def print_result(r: dict) -> None:
+    print(f"\n{r['name']}: {r['M']} inputs")
+    print(f"  forward passes: fixed {r['fixed']:,.0f}  adaptive {r['adaptive']:,.0f}  oracle {r['oracle']:,.0f} | "
+          f"fixed/oracle {r['fixed'] / r['oracle']:.1f}x  fixed/adaptive {r['fixed'] / r['adaptive']:.1f}x  "
+          f"adaptive/oracle {r['adaptive'] / r['oracle']:.3f}")
+    print("  radius   cert.acc fixed   adaptive   gap (pp) +- se")
+    for g, rad in enumerate(r["grid"]):
+        print(f"  {rad:6.2f}   {r['acc_fixed'][g]:13.2f}%  {r['acc_adaptive'][g]:8.2f}%   "
+              f"{r['gap'][g]:+6.2f} +- {r['gap_se'][g]:.2f}")
+    print(f"  worst gap {r['gap'].min():+.2f} pp")
+
+
+def markdown(results: list[dict]) -> str:
+    head = "| inputs | n | fixed | adaptive | oracle | fixed ÷ adaptive | adaptive ÷ oracle | worst gap (pp) |"
+    lines = [head, "|" + "---|" * 8]
+    for r in results:
+        lines.append(f"| {r['name']} | {r['M']} | {r['fixed'] / 1e6:.1f}M | {r['adaptive'] / 1e6:.1f}M | "
+                     f"{r['oracle'] / 1e6:.1f}M | {r['fixed'] / r['adaptive']:.1f}x | "
+                     f"{r['adaptive'] / r['oracle']:.2f} | {r['gap'].min():+.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = get_args_parser().parse_args(argv)
+    if args.small:
+        args.reps, args.rows = 1, 100
+    method = dict(first_look=args.first_look, growth=args.growth, final_share=args.final_share, power=args.power,
+                  futility=args.futility)
     looks, weights = adaptive.schedule(args.N, args.first_look, args.growth, args.final_share, args.power)
-    print(f"N = n_max = {args.N}, N0 = {args.N0}, alpha = {args.alpha}; looks {looks}; "
-          f"shares of alpha {' '.join(f'{w:.3g}' for w in weights)}")
-    table = log_lower_table()
-    totals = dict(adaptive=0, fixed=0)
-    all_used: list[int] = []
-    worst = 0.0
-    for sigma in args.sigmas:
-        path = args.logs / f"cifar10_whitebox_cohen_resnet110_noise_{sigma:.2f}_sigma_{sigma:.2f}_N10000.tsv"
-        log = read_log(path)
-        if args.rows:
-            log = {k: v[: args.rows] for k, v in log.items()}
-        grid = adaptive.default_radius_grid(sigma, args.N, args.alpha * weights[-1])
-        res = {"adaptive": [], "fixed": []}
-        labels = []
+    print(f"N = n_max = {args.N}, N0 = {args.N0}, alpha = {args.alpha}; {len(looks)} looks {looks[0]} .. "
+          f"{looks[-1]}; last look's share of alpha {weights[-1]:.3g}; futility {args.futility}")
+    if args.log:
+        if not (len(args.sigma) == len(args.log) or len(args.sigma) == 1):
+            raise SystemExit("give one --sigma per --log (or one for all)")
+        logs = [read_log(p, args.sigma[min(i, len(args.sigma) - 1)], args.log_n, args.log_alpha)
+                for i, p in enumerate(args.log)]
+        cascade_logs = []
+    else:
+        logs = [read_log(p, s, 10_000, 1e-3) for p, s in DEFAULT_LOGS]
+        cascade_logs = [] if args.no_cascade else [read_log(p, s, 10_000, 1e-3) for p, s in DEFAULT_CASCADE]
+    if args.rows:
+        logs = [Log(lg.path, lg.sigma, lg.log_n, lg.log_alpha, *(v[: args.rows] for v in
+                    (lg.idx, lg.label, lg.predict, lg.radius))) for lg in logs]
+    results = []
+    for lg in logs:
         t0 = time.time()
-        for rep in range(args.reps):
-            rng = np.random.default_rng([args.seed, int(sigma * 1000), rep])
-            probs, lab = simulated_inputs(log, sigma, table, rng)
-            labels.append(lab)
-            for i in range(len(lab)):
-                a, f = run_row(probs[i], sigma, args.N0, args.N, args.alpha, rng, schedule)
-                res["adaptive"].append(a)
-                res["fixed"].append(f)
-        labels = np.concatenate(labels)
-        out = {m: np.array(v, dtype=float) for m, v in res.items()}
-        used = {m: out[m][:, 2] for m in out}
-        acc = {m: certified_accuracy(out[m][:, 0].astype(int), out[m][:, 1], labels, grid) for m in out}
-        for m in totals:
-            totals[m] += int(used[m].sum())
-        all_used += used["adaptive"].astype(int).tolist()
-        print(f"\nsigma = {sigma}: {len(labels)} inputs ({args.reps} x {len(log['label'])} rows of {path.name}), "
-              f"{time.time() - t0:.1f} s")
-        print(f"  forward passes  total: fixed {int(used['fixed'].sum()):,}  adaptive {int(used['adaptive'].sum()):,}"
-              f"  ratio {used['fixed'].sum() / used['adaptive'].sum():.1f}x")
-        print(f"                  median: fixed {int(np.median(used['fixed'])):,}  adaptive "
-              f"{int(np.median(used['adaptive'])):,}   (adaptive quartiles {int(np.percentile(used['adaptive'], 25)):,}"
-              f" / {int(np.percentile(used['adaptive'], 75)):,}; at n_max: "
-              f"{np.mean(used['adaptive'] == args.N0 + args.N):.1%})")
-        print("  radius   cert.acc fixed   adaptive   diff (pp)")
-        for r, af, aa in zip(grid, acc["fixed"], acc["adaptive"]):
-            print(f"  {r:6.2f}   {af:14.2%}   {aa:8.2%}   {100 * (aa - af):+8.2f}")
-            worst = max(worst, 100 * abs(aa - af))
-        mean_radius = {m: np.mean(np.where(out[m][:, 0] == labels, out[m][:, 1], 0.0)) for m in out}
-        print(f"  ACR: fixed {mean_radius['fixed']:.4f}  adaptive {mean_radius['adaptive']:.4f}")
-    ratio = totals["fixed"] / totals["adaptive"]
-    print(f"\nall sigmas: forward passes fixed {totals['fixed']:,}  adaptive {totals['adaptive']:,}  "
-          f"ratio {ratio:.1f}x;"
-          f" adaptive median {int(np.median(all_used)):,} per input; largest |difference| in certified accuracy at a"
-          f" grid radius {worst:.2f} pp")
-    print(f"goal (>= 10x, <= 0.5 pp): {'met' if ratio >= 10 and worst <= 0.5 else 'NOT met'}")
-    return dict(ratio=ratio, worst_pp=worst)
+        results.append(single(lg, args, method))
+        print_result(results[-1])
+        print(f"  ({time.time() - t0:.0f} s)")
+    if cascade_logs:
+        t0 = time.time()
+        results.append(cascade(cascade_logs, args, method))
+        print_result(results[-1])
+        print(f"  ({time.time() - t0:.0f} s)")
+    singles = [r for r in results if not r["name"].startswith("cascade")]
+    total = {k: sum(r[k] for r in singles) for k in ("fixed", "adaptive", "oracle")}
+    worst = min(r["gap"].min() for r in results)
+    print(f"\nsingle sigma, all logs: fixed/adaptive {total['fixed'] / total['adaptive']:.1f}x, adaptive/oracle "
+          f"{total['adaptive'] / total['oracle']:.3f}; worst gap (every log, the cascade, every grid radius) "
+          f"{worst:+.2f} pp")
+    print("\n" + markdown(results))
+    return results
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("adaptive_samples.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--small", action="store_true", help="4 passes over the logs (< 1 minute on a CPU)")
-    p.add_argument("--reps", type=int, default=10, help="passes over each log, fresh p_A and draws each time")
-    p.add_argument("--rows", type=int, default=0, help="use only the first ROWS rows of each log (0: all)")
-    p.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    p.add_argument("--small", action="store_true", help="1 pass over the first 100 rows of each log (a smoke run)")
+    p.add_argument("--reps", type=int, default=4, help="passes over each log (fresh p_A and draws each time)")
+    p.add_argument("--rows", type=int, default=0, help="only the first ROWS rows of each log (0: all)")
+    p.add_argument("--log", type=Path, nargs="+", default=None, help="certify TSV(s) to take p_A from")
+    p.add_argument("--sigma", type=float, nargs="+", default=[0.25], help="the sigma of each --log (one for all)")
+    p.add_argument("--log_n", type=int, default=100_000, help="the N the --log files were certified with")
+    p.add_argument("--log_alpha", type=float, default=0.001, help="their alpha")
+    p.add_argument("--no_cascade", action="store_true", help="skip the cascade (default logs only)")
     p.add_argument("--N", type=int, default=100_000, help="fixed N, and the adaptive n_max")
     p.add_argument("--N0", type=int, default=100)
     p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--p0", type=float, default=0.5, help="cascade threshold (MDDS --skip_p)")
+    p.add_argument("--cascade_alpha", choices=["mdds", "union"], default="mdds")
     p.add_argument("--first_look", type=int, default=adaptive.FIRST_LOOK)
     p.add_argument("--growth", type=float, default=adaptive.GROWTH)
     p.add_argument("--final_share", type=float, default=adaptive.FINAL_SHARE)
     p.add_argument("--power", type=float, default=adaptive.POWER)
     p.add_argument("--futility", type=float, default=adaptive.FUTILITY)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--logs", type=Path, default=LOGS)
     return p
 
 
 if __name__ == "__main__":
-    a = get_args_parser().parse_args()
-    if a.small:
-        a.reps = 4
-    main(a)
+    main()
