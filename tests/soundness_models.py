@@ -8,6 +8,8 @@ ground truth) is a function of u, and the true robust radius is found along u.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.stats import norm
@@ -68,3 +70,18 @@ def certificate_is_wrong(truth, u: float, pred: int, radius: float, grid: int = 
         return False
     us = np.linspace(u - radius, u + radius, grid) if radius > 0 else np.array([u])
     return bool(np.any(truth(us) != pred))
+
+
+# --- grid noise (--sound): f(x) = [sum_i GRID_W_i round(255 x_i) > b] on 4 pixels, exact under grid noise ---
+GRID_W = np.array([1, -1, 1, 1])
+
+
+def grid_threshold_sf(dg):
+    """t -> P(k1 - k2 + k3 + k4 > t), k_i iid from dg's exact discretized Gaussian (``target_pmf``; -k2 ~ k2):
+    at the grid input j, class 1 of f o round has probability sf(b - sum_i GRID_W_i j_i)."""
+    pmf = dg.target_pmf()
+    total = pmf
+    for _ in range(3):
+        total = np.convolve(total, pmf)
+    tail = np.concatenate([np.cumsum(total[::-1])[::-1], [0.0]])       # tail[i] = P(T >= i - 4K)
+    return lambda t: float(tail[int(np.clip(math.floor(t) + 1 + 4 * dg.K, 0, len(tail) - 1))])

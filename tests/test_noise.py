@@ -113,3 +113,14 @@ def test_same_integers_same_inputs_and_counts_whatever_batch_and_dtype():
         return (ints.reshape(len(batch), -1) @ w > 0).long()
 
     assert torch.equal(torch.bincount(f_round(whole), minlength=2), torch.bincount(f_round(wide), minlength=2))
+
+
+def test_certify_on_grid_noise_is_sound_and_a_wrongly_scaled_table_is_caught():
+    """CERTIFY on grid noise against the exact p_A of f o round (a 4-fold convolution of the exact pmf):
+    wrong bounds at rate <= alpha + 3 sd; a table built at sigma / 2 (the [-1, 1] scale slip) is flagged."""
+    from bench.adaptive_soundness import ALPHA, sound_runs, tolerance
+    runs = 400
+    wrong, certified = sound_runs(runs, 1)
+    assert certified > runs / 2 and wrong / runs <= tolerance(runs)
+    wrong, _ = sound_runs(runs, 2, 0.5)
+    assert wrong / runs > tolerance(runs) and ALPHA == 0.1
