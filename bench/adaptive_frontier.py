@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats as ss
+from scipy.special import betaln
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +39,10 @@ from bench.adaptive_samples import DEFAULT_LOGS, Log, oracle_single, population,
 from core import adaptive  # noqa: E402
 
 TRAIN = DEFAULT_LOGS[2]          # whitebox sigma .50
+FAMILIES = [("cp", "(shipped)"), ("free", "(free peek: the whole alpha at every look, NOT valid: a floor)"),
+            ("cp+rand", "(randomized Clopper-Pearson at every look)"),
+            ("kt", "(Ville on the KT mixture at every look, Voracek 2024)"),
+            ("kt+cp", "(KT mixture at alpha (1 - final) + CP at alpha final at the last look)")]
 U_FLOOR = 0.01                   # the randomized bound's uniform is floored here (a finite bound at all hits)
 RANDOMIZED = True
 
@@ -57,6 +62,20 @@ def rcp_thresholds(looks: np.ndarray, levels: np.ndarray, p_g: np.ndarray) -> tu
     mass = ss.binom.pmf(h - 1, n, p)
     q = np.where(mass > 0, (a - ss.binom.sf(h - 1, n, p)) / np.maximum(mass, 1e-300), 0.0)
     return h.astype(np.int64), np.clip(q, 0.0, 1.0)
+
+
+def kt_thresholds(looks: np.ndarray, alpha: float, p_g: np.ndarray) -> np.ndarray:
+    """h[l, g]: the least hit count k > n_l p_g at which the Krichevsky-Trofimov mixture likelihood ratio
+    B(k + 1/2, n - k + 1/2) / B(1/2, 1/2) / (p^k (1 - p)^(n - k)) reaches 1 / alpha: by Ville's inequality an
+    anytime-valid test of p <= p_g at every look with no split of alpha (Voracek 2024's sequential test)."""
+    h = np.zeros((len(looks), len(p_g)), np.int64)
+    for t, n in enumerate(looks):
+        k = np.arange(n + 1)
+        log_mix = betaln(k + 0.5, n - k + 0.5) - betaln(0.5, 0.5)
+        for g, p in enumerate(p_g):
+            ok = (log_mix - k * np.log(p) - (n - k) * np.log1p(-p) >= -np.log(alpha)) & (k > n * p)
+            h[t, g] = np.flatnonzero(ok)[0] if ok.any() else n + 1
+    return h
 
 
 def reach_probability(k, n, n_last, h_last):
@@ -88,12 +107,22 @@ class Simulated:
         self.p_A = probs.max(1)
         self.M = len(self.c)
 
-    def run(self, final: float, power: float, futility: float, randomized: bool, free_peek: bool = False) -> dict:
+    def run(self, final: float, power: float, futility: float, randomized: bool, family: str = "cp") -> dict:
+        """family: cp (the shipped union bound over the looks), free (the whole alpha at every look: a floor,
+        not valid), kt (Ville on the KT mixture at every look), kt+cp (kt at alpha (1 - final), CP at alpha
+        final on the last look)."""
         looks, N, alpha = self.looks, self.N, self.alpha
-        weights = np.ones(len(looks)) if free_peek else np.array(adaptive.look_weights(list(looks), final, power))
-        grid = adaptive.default_radius_grid(self.log.sigma, N, alpha * (1.0 if free_peek else weights[-1]))
+        weights = np.array(adaptive.look_weights(list(looks), final, power))
+        if family != "cp":
+            weights = np.ones(len(looks)) if family in ("free", "kt") else np.zeros(len(looks))
+            weights[-1] = final if family == "kt+cp" else 1.0
+        grid = adaptive.default_radius_grid(self.log.sigma, N, alpha * weights[-1])
         p_g = ss.norm.cdf(grid / self.log.sigma)
-        h, q = rcp_thresholds(looks, alpha * weights, p_g)
+        h, q = rcp_thresholds(looks, alpha * np.maximum(weights, 1e-300), p_g)
+        if family in ("kt", "kt+cp"):
+            kt = kt_thresholds(looks, alpha * (1 - final if family == "kt+cp" else 1.0), p_g)
+            h = kt if family == "kt" else np.minimum(h, kt)
+            randomized = False
         S = self.S[:, :, None]
         hit = S >= h[None]
         if randomized:
@@ -115,8 +144,7 @@ class Simulated:
         lev_fixed = (self.S[:, -1, None] >= fixed_h[0][None]).sum(1) - 1
         acc = np.array([np.mean(self.correct & (lev >= g)) for g in range(G)])
         acc_fixed = np.array([np.mean(self.correct & (lev_fixed >= g)) for g in range(G)])
-        oracle = oracle_single(self.p_A, self.log.sigma, N, self.n0, alpha, adaptive.default_radius_grid(
-            self.log.sigma, N, alpha * weights[-1]) if not free_peek else grid)
+        oracle = oracle_single(self.p_A, self.log.sigma, N, self.n0, alpha, grid)
         passes = float((self.n0 + looks[tau]).sum())
         return {"adaptive": passes, "oracle": float(oracle.sum()), "fixed": self.M * float(self.n0 + N),
                 "gap": 100 * (acc - acc_fixed), "grid": grid}
@@ -157,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         for k in totals:
             totals[k] += r[k]
         worst = min(worst, r["gap"].min())
-        report("  (free peek: the whole alpha at every look, not valid)", sim.run(design["final"], design["power"],
-                                                                                  design["futility"], False, True))
+        for family, label in FAMILIES[1:] if args.compare else FAMILIES[1:2]:
+            report(f"  {label}", sim.run(design["final"], design["power"], design["futility"], family == "cp+rand",
+                                         family.replace("cp+rand", "cp")))
     print(f"\n  all logs: adaptive/oracle {totals['adaptive'] / totals['oracle']:.3f}, fixed/adaptive "
           f"{totals['fixed'] / totals['adaptive']:.1f}x, worst gap {worst:+.2f} pp")
 
@@ -167,6 +196,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("adaptive_frontier.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", action="store_true", help="tune on the training log, report on the others")
+    p.add_argument("--compare", action="store_true", help="also the other bound families on every log")
     p.add_argument("--target", type=float, default=0.2, help="worst gap allowed on the training log (pp)")
     p.add_argument("--reps", type=int, default=20, help="passes over each log (500 rows each)")
     p.add_argument("--N", type=int, default=100_000)
