@@ -29,7 +29,8 @@ import time
 import torch
 from torch import nn
 
-from core import cli, engine, objectives
+from core import engine, objectives
+from core.runs import parsers as cli
 from core.errors import MsrsError
 
 MODES = ("mdds", "ddpm", "dncnn")
@@ -252,7 +253,7 @@ def eval_denoiser(den_for_sigma, classifier, loader, device, sigmas, seed: int, 
 # ---- main ----------------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> dict:
-    from core.pipeline import resolve_device
+    from core.runs.setup import resolve_device
     check_args(args)
     device = resolve_device(args.device)
     created = engine.init_distributed(device)

@@ -326,7 +326,7 @@ def build_objective(args: argparse.Namespace, device: torch.device):
         obj = partial(objectives.consistency, sigma=args.sigma, num_noises=args.num_noises, lbd=args.consistency_lbd,
                       eta=args.eta, smoothing=args.smoothing)
         return (lambda model, x, y: obj(model, x, y)), noisy_input(args.test_sigma, None, args.seed)
-    from core.denoise import load_denoiser
+    from core.runs.loaders import load_denoiser
     den = load_denoiser(args.denoiser, config=args.denoiser_config, sigma=args.sigma, trust=args.trust_checkpoint)
     den = den.to(device).eval().requires_grad_(False)
     test_den = den
@@ -434,7 +434,7 @@ def save_ours(path: str, model: nn.Module, ema, arch: str, kw: dict, extra: dict
 
 def main(args: argparse.Namespace) -> dict:
     """Train (or --eval); returns the last epoch's log row."""
-    from core.pipeline import resolve_device
+    from core.runs.setup import resolve_device
     check_args(args)
     if args.deepspeed and "WORLD_SIZE" not in os.environ:   # a single process started without a launcher
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
@@ -592,5 +592,5 @@ def _evaluate_only(args, model, ema, loader, eval_input, device, amp_dtype) -> d
 
 
 if __name__ == "__main__":
-    from core.cli import run_cli
+    from core.runs.parsers import run_cli
     run_cli(main, get_args_parser())

@@ -104,7 +104,7 @@ def torchrun(argv: list[str]) -> list[tuple[str, list[str]]]:
 
 def check_parses(module: str, args: list[str], shown: str) -> argparse.Namespace:
     """Parse with the entry script's parser and run its argument checks; fail showing the command."""
-    from core import cli
+    from core.runs import parsers as cli
     from core.errors import MsrsError
     try:
         ns = parser_of(module).parse_args(args)

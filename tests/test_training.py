@@ -302,7 +302,8 @@ def test_train_clip_user_errors(tmp_path):
 # ---- finetune_diffusion.py ------------------------------------------------------------------------
 
 def test_finetune_ddpm_resume_and_outputs(tmp_path, tiny_files, monkeypatch):
-    from core.denoise import DiffusionDenoiser, load_denoiser
+    from core.denoise import DiffusionDenoiser
+    from core.runs.loaders import load_denoiser
     from models.diffusion import load_diffusion
     cfg = str(tiny_files / "unet.json")
     full = finetune_diffusion.main(diff_args(tmp_path / "full", "--mode", "ddpm", "--denoiser_config", cfg,
@@ -342,7 +343,7 @@ def test_finetune_mdds_mode(tmp_path, tiny_files):
 
 
 def test_finetune_dncnn_objectives(tmp_path, tiny_files):
-    from core.denoise import load_denoiser
+    from core.runs.loaders import load_denoiser
     from models.dncnn import DnCNN
     common = ("--mode", "dncnn", "--noise_sd", "0.25", "--epochs", "1", "--steps_per_epoch", "1", "--batch_size", "4")
     with pytest.raises(MsrsError, match="noise_sd > 0"):
@@ -363,7 +364,8 @@ def test_finetune_dncnn_objectives(tmp_path, tiny_files):
 # ---- the zoo and train_zoo.sh ---------------------------------------------------------------------
 
 def test_zoo_checkpoints_load_strictly_and_work():
-    from core.denoise import DenoiseThenClassify, load_denoiser
+    from core.denoise import DenoiseThenClassify
+    from core.runs.loaders import load_denoiser
     from datasets import get_dataset
     from models.checkpoint import load_checkpoint
     from models.classifiers import load_classifier
