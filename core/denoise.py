@@ -18,7 +18,7 @@ from torch import nn
 from core.errors import MsrsError
 from core.smoothing import example_generator
 
-if TYPE_CHECKING:  # duck-typed: alphas_cumprod, model_mean_type, model_timesteps, respaced, p_sample
+if TYPE_CHECKING:  # duck-typed: alphas_cumprod, predicts_eps, model_timesteps, respaced, p_sample
     from models.diffusion import GaussianDiffusion
 
 REVERSE_STAGE = 1_000_000  # generator stage of reverse stream k: REVERSE_STAGE + k (apart from noise stages)
@@ -103,8 +103,7 @@ class DiffusionDenoiser(nn.Module):
         if self.reverse is None:
             out = self.net(x_t, self._t_model_on(x.device).expand(B))[:, :C]
             # x̂0 = x_t/√ᾱ − √(1/ᾱ − 1)·ε (or the network's x̂0 for predict_xstart models)
-            eps_model = self.diffusion.model_mean_type == "eps"
-            x0 = self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out if eps_model else out
+            x0 = self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out if self.diffusion.predicts_eps else out
             x0 = x0.clamp(-1, 1) if self.clip else x0
         else:
             if generator is None:

@@ -12,9 +12,9 @@ from torch import nn
 from core.denoise import DiffusionDenoiser
 from core.errors import MsrsError
 from core.runs.files import file_sha256
-from models.checkpoint import load_checkpoint, load_state_dict_strict, strip_prefixes
+from models.checkpoint import load_checkpoint, load_state_dict_strict, resolve_zoo, strip_prefixes
 from models.classifiers import resolve_classifier_path
-from models.diffusion import create_model_and_diffusion, resolve_path, split_diffusion_checkpoint
+from models.diffusion import create_model_and_diffusion, split_diffusion_checkpoint
 from models.dncnn import is_dncnn_checkpoint, load_dncnn
 
 # --denoiser auto: the diffusion model each dataset family is smoothed with, where the MDDS scripts keep it
@@ -68,7 +68,7 @@ def load_denoisers(spec: str, sigmas: list[float], config: str | Mapping[str, An
     """
     if spec is None or spec.lower() == "none":
         return None
-    path = resolve_path(spec)
+    path = resolve_zoo(spec)
     obj = load_checkpoint(path, trust=trust)
     if is_dncnn_checkpoint(obj):
         if num_t_steps != 1:
@@ -89,7 +89,7 @@ def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigm
     if spec is None or spec.lower() == "none":
         return None
     if sigma is None:
-        path = resolve_path(spec)
+        path = resolve_zoo(spec)
         if not is_dncnn_checkpoint(load_checkpoint(path, trust=trust)):
             raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
         sigma = 0.0
@@ -100,5 +100,5 @@ def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
     """sha256 of the files the run read, resolved by the loaders' own rules (zoo:, checkpoint dirs, logs)."""
     clf = args.classifier
     clf = clf[len("querylog:"):] if clf.startswith("querylog:") else resolve_classifier_path(clf)
-    den = None if args.denoiser == "none" else resolve_path(args.denoiser)
+    den = None if args.denoiser == "none" else resolve_zoo(args.denoiser)
     return {"classifier": file_sha256(clf), "denoiser": file_sha256(den)}
