@@ -14,12 +14,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core import stats
-from core.adaptive import (FINAL_SHARE, FIRST_LOOK, FUTILITY, GROWTH, POWER, Sampler, Stage, StageCounts, check_n0,
-                           radius_grid_for, schedule, settle)
+from core import adaptive, stats
 from core.smoothing import ABSTAIN, Smooth
 
 UNDECIDED = -2
+StageCounts = adaptive.StageCounts   # re-exported: the counts of one stage (``CascadeResult.counts``)
 __all__ = ["UNDECIDED", "ABSTAIN", "StageCounts", "CascadeResult", "PredictResult", "MultiScaleSmooth", "ALPHA_RULES",
            "stage_alpha", "capped_result", "run_cascade", "cascade_decide", "sequential_cascade"]
 
@@ -65,8 +64,8 @@ def capped_result(c: int, R: float, r_neg: float, k: int, sigma: float, n_used: 
     return CascadeResult(c, R, k, sigma, r_neg, n_used, counts)
 
 
-def run_cascade(open_stage: Callable[[int, float], Stage], sigmas: Sequence[float], alpha: float, p0: float = 0.5,
-                alpha_rule: str = "mdds", grid: Sequence[float] = ()) -> CascadeResult:
+def run_cascade(open_stage: Callable[[int, float], adaptive.Stage], sigmas: Sequence[float], alpha: float,
+                p0: float = 0.5, alpha_rule: str = "mdds", grid: Sequence[float] = ()) -> CascadeResult:
     """The MDDS cascaded CERTIFY (sigmas descending); ``open_stage(k, alpha_k)`` draws stage k's selection
     draws and its first look, lazily: a stage below the deciding one is never opened.
 
@@ -81,7 +80,7 @@ def run_cascade(open_stage: Callable[[int, float], Stage], sigmas: Sequence[floa
     earlier stage may be sampled further to lift its cap), and an undecided stage while it may still
     certify or abstain; it ends UNDECIDED at its last look.
     """
-    seen: list[Stage] = []
+    seen: list[adaptive.Stage] = []
 
     def n_used() -> int:
         return sum(s.n_used for s in seen)
@@ -99,7 +98,7 @@ def run_cascade(open_stage: Callable[[int, float], Stage], sigmas: Sequence[floa
             if stage.pLower >= p0:  # certifies c: sample on while the capped radius can reach the next grid radius
                 r_js = [prev.offclass_radius(c, alpha_k, p0) for prev in earlier]  # (now, best) per stage
                 caps = [(-r_now, -r_best, prev) for (r_now, r_best), prev in zip(r_js, earlier)]
-                step = settle([(*stage.radius(p0), stage)] + caps, grid)
+                step = adaptive.settle([(*stage.radius(p0), stage)] + caps, grid)
                 if not step:
                     r_neg = max([stats.NO_EARLIER_STAGE] + [r_now for r_now, _ in r_js])
                     return capped_result(c, stats.radius(sigma, stage.pLower, p0), r_neg, k, sigma, n_used(),
@@ -119,24 +118,27 @@ def run_cascade(open_stage: Callable[[int, float], Stage], sigmas: Sequence[floa
 def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[float], alpha: float,
                    p0: float = 0.5, alpha_rule: str = "mdds") -> CascadeResult:
     """The fixed-N cascade (``run_cascade``) on counts drawn lazily by ``sample_stage(k)`` (sigmas descending)."""
-    return run_cascade(lambda k, alpha_k: Stage.from_counts(sample_stage(k), sigmas[k], alpha_k), sigmas, alpha, p0,
-                       alpha_rule)
+    def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
+        return adaptive.Stage.from_counts(sample_stage(k), sigmas[k], alpha_k)
+    return run_cascade(open_stage, sigmas, alpha, p0, alpha_rule)
 
 
-def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0: int, n_max: int, alpha: float,
-                       p0: float = 0.5, radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE, power: float = POWER,
-                       futility: float = FUTILITY, alpha_rule: str = "mdds") -> CascadeResult:
+def sequential_cascade(samplers: Sequence[adaptive.Sampler], sigmas: Sequence[float], n0: int, n_max: int,
+                       alpha: float, p0: float = 0.5, radius_grid: Sequence[float] | None = None,
+                       first_look: int = adaptive.FIRST_LOOK, growth: float = adaptive.GROWTH,
+                       final_share: float = adaptive.FINAL_SHARE, power: float = adaptive.POWER,
+                       futility: float = adaptive.FUTILITY, alpha_rule: str = "mdds") -> CascadeResult:
     """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
 
     Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
     sampled further after it was left, to tighten its off-class cap. Result as ``cascade_decide``'s.
     """
-    check_n0(n0)
-    looks, weights = schedule(n_max, first_look, growth, final_share, power)
-    grid = radius_grid_for(sigmas[0], n_max, alpha * weights[-1], radius_grid, p0)
-    return run_cascade(lambda k, alpha_k: Stage(samplers[k], sigmas[k], n0, looks, weights, alpha_k, futility),
-                       sigmas, alpha, p0, alpha_rule, grid)
+    adaptive.check_n0(n0)
+    looks, weights = adaptive.schedule(n_max, first_look, growth, final_share, power)
+    grid = adaptive.radius_grid_for(sigmas[0], n_max, alpha * weights[-1], radius_grid, p0)
+    def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
+        return adaptive.Stage(samplers[k], sigmas[k], n0, looks, weights, alpha_k, futility)
+    return run_cascade(open_stage, sigmas, alpha, p0, alpha_rule, grid)
 
 
 @dataclass
@@ -175,9 +177,9 @@ class MultiScaleSmooth:
 
         generator: None, a torch.Generator shared by the stages in order, or a callable k -> Generator.
         """
-        def open_stage(k: int, alpha_k: float) -> Stage:
+        def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
             g, s = self._stage_generator(x, generator, k), self.smooths[k]
-            return Stage.fixed(lambda num: s.sample_counts(x, num, batch_size, g), s.sigma, n0, n, alpha_k)
+            return adaptive.Stage.fixed(lambda num: s.sample_counts(x, num, batch_size, g), s.sigma, n0, n, alpha_k)
         return run_cascade(open_stage, self.sigmas, alpha, self.p0, self.alpha_rule)
 
     def certify_adaptive(self, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
@@ -189,7 +191,7 @@ class MultiScaleSmooth:
         """
         gens: dict[int, torch.Generator | None] = {}
 
-        def sampler(k: int) -> Sampler:
+        def sampler(k: int) -> adaptive.Sampler:
             def sample(num: int) -> np.ndarray:
                 if k not in gens:
                     gens[k] = self._stage_generator(x, generator, k)

@@ -11,9 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core import stats
-from core.adaptive import (FINAL_SHARE, FIRST_LOOK, FUTILITY, GROWTH, POWER, Sampler, Stage, StageCounts, check_n0,
-                           radius_grid_for, schedule, settle)
+from core import adaptive, stats
 
 ABSTAIN = -1
 
@@ -49,7 +47,7 @@ class SplitCounts:
         return counts
 
 
-def certify_decision(stage: Stage) -> tuple[int, float]:
+def certify_decision(stage: adaptive.Stage) -> tuple[int, float]:
     """Cohen's CERTIFY rule on a stage's lower bound pABar of cAHat: (cAHat, sigma * Phi^-1(pABar)) if
     pABar >= 1/2, else (ABSTAIN, 0). The one rule of the fixed (one look) and the sequential path."""
     if stage.pLower < 0.5:
@@ -65,24 +63,24 @@ def certify_from_counts(counts_selection: np.ndarray, counts_estimation: np.ndar
     estimation samples; pABar = one-sided (1 - alpha) Clopper-Pearson lower bound.
     Returns (cAHat or ABSTAIN, radius, pABar).
     """
-    stage = Stage.from_counts(StageCounts(counts_selection, counts_estimation), sigma, alpha)
+    stage = adaptive.Stage.from_counts(adaptive.StageCounts(counts_selection, counts_estimation), sigma, alpha)
     return (*certify_decision(stage), stage.pLower)
 
 
-def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha: float,
-                       radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE, power: float = POWER,
-                       futility: float = FUTILITY) -> tuple[int, float, int]:
+def sequential_certify(sample: adaptive.Sampler, sigma: float, n0: int, n_max: int, alpha: float,
+                       radius_grid: Sequence[float] | None = None, first_look: int = adaptive.FIRST_LOOK,
+                       growth: float = adaptive.GROWTH, final_share: float = adaptive.FINAL_SHARE,
+                       power: float = adaptive.POWER, futility: float = adaptive.FUTILITY) -> tuple[int, float, int]:
     """Sequential CERTIFY on counts drawn by ``sample(num)`` (one stream): (cAHat or ABSTAIN, radius, n_used).
 
     With probability >= 1 - alpha, a non-abstaining answer's class is g(x + delta) for ||delta|| < radius
     (``core.adaptive``). n_used = n0 + estimation draws (<= n0 + n_max).
     """
-    check_n0(n0)
-    looks, weights = schedule(n_max, first_look, growth, final_share, power)
-    grid = radius_grid_for(sigma, n_max, alpha * weights[-1], radius_grid)
-    stage = Stage(sample, sigma, n0, looks, weights, alpha, futility)
-    while not stage.done and settle([(*stage.radius(0.5), stage)], grid):
+    adaptive.check_n0(n0)
+    looks, weights = adaptive.schedule(n_max, first_look, growth, final_share, power)
+    grid = adaptive.radius_grid_for(sigma, n_max, alpha * weights[-1], radius_grid)
+    stage = adaptive.Stage(sample, sigma, n0, looks, weights, alpha, futility)
+    while not stage.done and adaptive.settle([(*stage.radius(0.5), stage)], grid):
         stage.advance()
     return (*certify_decision(stage), stage.n_used)
 
@@ -153,8 +151,9 @@ class Smooth:
 
         The n0 selection samples pick cAHat; n *fresh* samples estimate pA (never reused).
         """
-        stage = Stage.fixed(lambda num: self.sample_counts(x, num, batch_size, generator), self.sigma, n0, n, alpha)
-        return certify_decision(stage)
+        def sample(num: int) -> np.ndarray:
+            return self.sample_counts(x, num, batch_size, generator)
+        return certify_decision(adaptive.Stage.fixed(sample, self.sigma, n0, n, alpha))
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
                 generator: torch.Generator | None = None) -> int:
