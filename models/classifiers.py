@@ -1,6 +1,6 @@
 """Classifiers: a timm-style registry, the reference architectures, and one loader for their files.
 
-Contract (docs/CONTRACTS.md): every classifier takes **pixel-space** input [B,C,H,W] in [0,1] at the
+Contract (docs/ARCHITECTURE.md): every classifier takes **pixel-space** input [B,C,H,W] in [0,1] at the
 dataset's native size and returns logits [B,K]. It owns its resize + normalization as its first layer:
 each model here is a `PixelClassifier = Sequential(Preprocess, net)`, so its state-dict keys are the
 network's own keys under ``1.`` - exactly the layout of Cohen's / Salman's checkpoints, whose models
