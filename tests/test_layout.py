@@ -20,6 +20,17 @@ FAMILY_FLAGS = {"--batch": {"core/runs/parsers.py", "core/train/parsers.py"},
                 "--resume": {"core/runs/parsers.py", "core/train/parsers.py"}}
 
 
+# core/'s top level: the papers, the errors, the launcher of `python -m core.shards` (docs/ARCHITECTURE.md)
+CORE_TOP = {"__init__", "errors", "stats", "adaptive", "smoothing", "cascade", "denoise", "objectives", "blackbox",
+            "shards", "runs", "train"}
+
+
+def test_core_top_level_holds_the_papers_only():
+    """A new module goes into its room (core/runs/, core/train/, models/, datasets/), not next to the papers."""
+    top = {p.stem for p in (ROOT / "core").iterdir() if (p.suffix == ".py" or (p / "__init__.py").exists())}
+    assert top == CORE_TOP, f"unexpected at core/'s top level: {sorted(top - CORE_TOP)}; see docs/ARCHITECTURE.md"
+
+
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
     if not os.path.exists(exe):

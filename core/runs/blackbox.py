@@ -22,7 +22,7 @@ import torch
 from core.blackbox import to_uint8_images
 from core.errors import MsrsError
 from core.runs.files import select_indices
-from core.runs.parsers import check_args, data_parser, noise_parser, seed_parser, sigma_parser
+from core.runs.parsers import check_args, data_parser, noise_parser, runtime_parser, sigma_parser
 from core.smoothing import example_generator
 from datasets import get_dataset
 
@@ -109,8 +109,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("python -m core.blackbox", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("export", parents=[data_parser(), sigma_parser(cascade=False), noise_parser(10000), seed_parser()],
-                       help="write the noisy query images as PNGs")
+    parents = [data_parser(), sigma_parser(cascade=False), noise_parser(10000), runtime_parser(device=False)]
+    e = sub.add_parser("export", parents=parents, help="write the noisy query images as PNGs")
     e.add_argument("dataset")
     e.add_argument("outdir")
     return p

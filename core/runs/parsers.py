@@ -4,9 +4,9 @@ family's own) in ``core.train.parsers``; the shared argument checks; ``run_cli``
 Flag names and defaults follow the reference scripts (locuslab/smoothing, MDDS, DDS, DensePure, FT-CLIP,
 FT-CADIS, Salman). Two names keep the meaning their reference gives them in each script family, and
 each is defined once per family (docs/ARCHITECTURE.md): ``--batch`` is the noise batch of the certify
-family (``run_parser``'s neighbour ``noise_parser``) and FT-CADIS's per-process batch (an alias of
-``--batch_size``) in training; ``--resume`` is a switch in the certify family (continue OUTFILE) and an
-optional checkpoint path in training (FT-CLIP's ``--resume [PATH]``).
+family (``noise_parser``) and FT-CADIS's per-process batch (an alias of ``--batch_size``) in training;
+``--resume`` is a switch in the certify family (``certify_parser``: continue OUTFILE) and an optional
+checkpoint path in training (FT-CLIP's ``--resume [PATH]``).
 """
 from __future__ import annotations
 
@@ -98,16 +98,24 @@ def noise_parser(n_default: int = 100000) -> argparse.ArgumentParser:
     return p
 
 
-def seed_parser() -> argparse.ArgumentParser:
+def runtime_parser(device: bool = True) -> argparse.ArgumentParser:
+    """The run's seed; with ``device`` the device and autocast, one meaning in every script
+    (``core.runs.setup.resolve_device`` / ``amp_dtype``)."""
     p = _parser()
-    p.add_argument("--seed", type=int, default=0,
+    g = p.add_argument_group("runtime")
+    g.add_argument("--seed", type=int, default=0,
                    help="the run's seed (certify family: noise streams per (seed, idx), so rows never depend on "
                         "sharding or resume; training: data order, noise, initialization)")
+    if device:
+        g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+        g.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                       help="autocast of the forward passes: auto = bf16 on CUDA and off on other devices; bf16 / "
+                            "fp16 on any device as given; off = float32")
     return p
 
 
-def smoothing_parser() -> argparse.ArgumentParser:
-    """The decision rules' parameters (certify family)."""
+def certify_parser() -> argparse.ArgumentParser:
+    """The certify family's own: the decision rules' parameters, and how a run is executed."""
     p = _parser()
     g = p.add_argument_group("smoothing")
     g.add_argument("--alpha", type=float, default=0.001, help="failure probability")
@@ -115,23 +123,6 @@ def smoothing_parser() -> argparse.ArgumentParser:
     g.add_argument("--cascade_alpha", choices=["mdds", "union"], default="mdds",
                    help="cascade levels: 'mdds' alpha/(k+1) per stage as the reference; 'union' 2*alpha/(K(K+1)) "
                         "per bound, which keeps the overall failure probability <= alpha (see README)")
-    return p
-
-
-def device_parser() -> argparse.ArgumentParser:
-    """Device and autocast: one meaning in every script (``core.runs.setup.resolve_device`` / ``amp_dtype``)."""
-    p = _parser()
-    g = p.add_argument_group("device")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                   help="autocast of the forward passes: auto = bf16 on CUDA and off on other devices; bf16 / fp16 "
-                        "on any device as given; off = float32")
-    return p
-
-
-def run_parser() -> argparse.ArgumentParser:
-    """How a certify-family run is executed: compile, resume, shards."""
-    p = _parser()
     g = p.add_argument_group("run")
     g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and classifier")
     g.add_argument("--resume", action="store_true", help="continue an existing OUTFILE after its last complete row")
@@ -145,8 +136,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 def certify_family(n_default: int = 100000) -> list[argparse.ArgumentParser]:
     """The parents of certify.py, predict_ddpm.py and predict_mdds.py."""
-    return [data_parser(), model_parser(), sigma_parser(), noise_parser(n_default), seed_parser(),
-            smoothing_parser(), device_parser(), run_parser()]
+    return [data_parser(), model_parser(), sigma_parser(), noise_parser(n_default), certify_parser(), runtime_parser()]
 
 
 def sigmas_from_args(args: argparse.Namespace) -> list[float]:

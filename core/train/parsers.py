@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from core.runs.parsers import data_parser, device_parser, model_parser, seed_parser
+from core.runs.parsers import data_parser, model_parser, runtime_parser
 
 
 def str2bool(v: str) -> bool:
@@ -62,8 +62,7 @@ def training_parser() -> argparse.ArgumentParser:
 
 def training_family() -> list[argparse.ArgumentParser]:
     """The parents of train_clip.py and finetune_diffusion.py."""
-    return [training_parser(), data_parser(examples=False), model_parser(smoothing=False), device_parser(),
-            seed_parser()]
+    return [training_parser(), data_parser(examples=False), model_parser(smoothing=False), runtime_parser()]
 
 
 def resume_path(args: argparse.Namespace) -> str:
