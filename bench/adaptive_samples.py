@@ -49,8 +49,10 @@ from scipy import stats as ss
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import adaptive  # noqa: E402
-from core.cascade import UNDECIDED, StageCounts, cascade_decide, offclass_radius, stage_alpha  # noqa: E402
-from core.smoothing import ABSTAIN, certify_from_counts  # noqa: E402
+from core.adaptive import StageCounts  # noqa: E402
+from core.cascade import UNDECIDED, cascade_decide, sequential_cascade, stage_alpha  # noqa: E402
+from core.smoothing import ABSTAIN, certify_from_counts, sequential_certify  # noqa: E402
+from core.stats import offclass_radius  # noqa: E402
 
 LOGS = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference_results" / "salman"
 WHITEBOX = "cifar10_whitebox_cohen_resnet110_noise_{s:.2f}_sigma_{s:.2f}_N10000.tsv"
@@ -204,7 +206,7 @@ def single(log: Log, args, method: dict) -> dict:
         oracle.append(oracle_single(probs.max(1), log.sigma, args.N, args.N0, args.alpha, grid))
         for i in range(len(lab)):
             stream = Stream(probs[i], np.random.default_rng([args.seed, rep, log.key, int(log.idx[i])]))
-            pred, radius, n_used = adaptive.sequential_certify(stream, log.sigma, args.N0, args.N, args.alpha,
+            pred, radius, n_used = sequential_certify(stream, log.sigma, args.N0, args.N, args.alpha,
                                                                **method)
             counts = stream.first(args.N0, args.N)
             fixed_pred, fixed_radius, _ = certify_from_counts(counts.selection, counts.estimation, args.alpha,
@@ -237,7 +239,7 @@ def cascade(logs: list[Log], args, method: dict) -> dict:
         for row, i in enumerate(common):
             probs = [pops[k][0][row] for k in range(len(logs))]
             streams = [Stream(p, np.random.default_rng([args.seed, rep, int(i), k, 11])) for k, p in enumerate(probs)]
-            a = adaptive.sequential_cascade(streams, sigmas, args.N0, args.N, args.alpha, args.p0,
+            a = sequential_cascade(streams, sigmas, args.N0, args.N, args.alpha, args.p0,
                                             alpha_rule=args.cascade_alpha, **method)
             f = cascade_decide(lambda k, streams=streams: streams[k].first(args.N0, args.N), sigmas, args.alpha,
                                args.p0, args.cascade_alpha)
