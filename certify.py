@@ -45,7 +45,8 @@ def main(args: argparse.Namespace) -> str | None:
     adaptive_kw = {"radius_grid": args.radius_grid} if args.radius_grid else {}
 
     if len(sigmas) == 1:
-        smooth = Smooth(job.base_classifier(sigmas[0]), job.info.num_classes, sigmas[0], split=job.split)
+        smooth = Smooth(job.base_classifier(sigmas[0]), job.info.num_classes, sigmas[0], split=job.split,
+                        sound=args.sound)
         batch = job.batch_size(sigmas[0], args.N)
 
         def process(idx, x, label):
@@ -60,7 +61,7 @@ def main(args: argparse.Namespace) -> str | None:
             return row
     else:
         ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
-                              split=job.split, alpha_rule=args.cascade_alpha)
+                              split=job.split, alpha_rule=args.cascade_alpha, sound=args.sound)
         batch = min(job.batch_size(s, args.N) for s in sigmas)
 
         def process(idx, x, label):

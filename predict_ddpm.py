@@ -30,7 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     job = setup.setup(args, [args.sigma], dataset)
-    smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma, split=job.split)
+    smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma, split=job.split,
+                    sound=args.sound)
     batch = job.batch_size(args.sigma, args.N)
 
     def process(idx, x, label):

@@ -32,7 +32,7 @@ def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     sigmas = parsers.sigmas_from_args(args)
     job = setup.setup(args, sigmas, dataset)
     ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
-                          split=job.split)
+                          split=job.split, sound=args.sound)
     batch = min(job.batch_size(s, args.N) for s in sigmas)
 
     def process(idx, x, label):

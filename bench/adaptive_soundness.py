@@ -13,8 +13,8 @@ that an unsound procedure shows. (tests/test_soundness.py runs smaller versions 
   variant: the whole alpha at every look.
 - ``--sound``: the discretized-Gaussian sampler (core/noise.py) through a 4-pixel threshold classifier
   applied after rounding to the grid, whose exact p_A under the grid noise is a 4-fold convolution; wrong =
-  pABar - tv_bound > p_A. Unsound variant: the noise table built at sigma / 2 (the [-1, 1] vs [0, 1] scale
-  slip of diffusion pipelines) while certifying at sigma.
+  radius > sigma Phi^-1(p_A) (the bound, less the sampler's tv_bound, above the exact p_A). Unsound variant: the noise table built at sigma / 2 (the [-1, 1] vs [0, 1] scale
+  slip of diffusion pipelines) while certifying at sigma. (Through ``Smooth(sound=True).certify``.)
 
     python bench/adaptive_soundness.py [--runs 2000] [--only adaptive|cascade|sound]
 """
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import adaptive  # noqa: E402
 from core.noise import LEVELS, DiscreteGaussian  # noqa: E402
-from core.smoothing import certify_from_counts  # noqa: E402
+from core.smoothing import Smooth, example_generator  # noqa: E402
 from tests.soundness_models import GRID_W, Threshold1D, cascade_truth, certificate_is_wrong, grid_threshold_sf  # noqa: E402,E501
 
 ALPHA = 0.1
@@ -85,29 +85,39 @@ def adaptive_cascade(runs: int, seed: int, **kwargs) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------------ sound
+class GridThreshold:
+    """f(x) = [sum_i GRID_W_i round(255 x_i) > b] on 4 pixels ([B, 1, 2, 2]): a classifier of f o round."""
+
+    def __init__(self, b: float):
+        self.b = b
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        ints = torch.round(batch.double().reshape(len(batch), -1) * LEVELS)
+        return torch.nn.functional.one_hot((ints @ torch.as_tensor(GRID_W, dtype=torch.float64) > self.b).long(), 2)
+
+
 def sound_runs(runs: int, seed: int, sampler_sigma_factor: float = 1.0) -> tuple[int, int]:
+    """Wrong bounds of ``Smooth(sound=True).certify`` against the exact p_A of f o round under grid noise;
+    ``sampler_sigma_factor`` != 1 swaps in a noise table at the wrong scale (the unsound variant)."""
     sigma, n0, n = 0.25, 20, 200
     sf = grid_threshold_sf(DiscreteGaussian(sigma))
-    dg = DiscreteGaussian(sigma * sampler_sigma_factor)
-    g = torch.Generator().manual_seed(seed)
+    wrong_table = DiscreteGaussian(sigma * sampler_sigma_factor) if sampler_sigma_factor != 1 else None
     rng = np.random.default_rng(seed)
     wrong = certified = 0
-    for _ in range(runs):
-        j = torch.as_tensor(rng.integers(40, 216, 4))
-        J = int((GRID_W * j.numpy()).sum())
+    for i in range(runs):
+        j = rng.integers(40, 216, 4)
+        J = int((GRID_W * j).sum())
         b = J + rng.uniform(-1.6, 0.4) * LEVELS * sigma * 2       # p_A mostly in (.5, .95): the bound decides
-        p1 = sf(b - J)
-
-        def counts(num):
-            k = dg.sample((num, 4), g)
-            cls = (((j + k) * torch.as_tensor(GRID_W)).sum(1) > b).long()
-            return np.bincount(cls.numpy(), minlength=2)
-        pred, _, pABar = certify_from_counts(counts(n0), counts(n), ALPHA, sigma)
+        smooth = Smooth(GridThreshold(b), 2, sigma, sound=True)
+        if wrong_table is not None:
+            smooth.grid_noise = wrong_table
+        x = torch.as_tensor(j, dtype=torch.float32).reshape(1, 2, 2) / LEVELS
+        pred, radius = smooth.certify(x, n0, n, ALPHA, 256, example_generator(seed, i))
         if pred < 0:
             continue
         certified += 1
-        p_pred = p1 if pred == 1 else 1 - p1
-        wrong += pABar - dg.tv_bound(4) > p_pred
+        p_pred = sf(b - J) if pred == 1 else 1 - sf(b - J)
+        wrong += radius > sigma * ss.norm.ppf(p_pred)        # the bound exceeded the exact p_A
     return wrong, certified
 
 

@@ -12,6 +12,8 @@ denoise-then-classify networks, interleaved in rounds (medians reported):
       PyTorch's default backend flags: ``x.repeat`` on the host, ``.to(device)`` per batch,
       ``torch.randn_like(batch, device=...)``, ``.cpu().numpy()`` and a Python loop counting the predictions.
       It reuses our one-shot denoiser, which is cheaper than DDS's full ``p_sample``: (2)/(3) is conservative.
+With ``--sound``, also (2s): the same path with the exact grid noise of ``--sound`` (core/noise.py: integer
+uniforms and an inverse-CDF table instead of ``randn``), and (d) its cost, (2s)/(2).
 Printed: (a) (2)/(1), goal >= 0.95; (b) (2)/(3), goal >= 1.5 on GPU; (c) the peak memory of each path over
 a separate, untimed pass, above the memory in use at its start (weights excluded; CUDA:
 torch.cuda.max_memory_allocated; CPU: the process RSS sampled from /proc/self/statm every millisecond).
@@ -37,8 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.runs import speed  # noqa: E402
 from core.denoise import DenoiseThenClassify, DiffusionDenoiser  # noqa: E402
+from core.runs import speed  # noqa: E402
 from core.runs.setup import amp_dtype, build_base_classifier, resolve_device, set_backend_flags  # noqa: E402
 from core.smoothing import Smooth, example_generator  # noqa: E402
 
@@ -65,6 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
                    help="our path's autocast (auto: bf16 on CUDA, off on CPU); the reference is fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile our base classifier (floor and ours)")
+    p.add_argument("--sound", action="store_true", help="also time our path with --sound's exact grid noise")
     p.add_argument("--channels_last", choices=["auto", "on", "off"], default="auto",
                    help="our networks' layout (auto: the pipeline's rule, on with autocast on CUDA)")
     p.add_argument("--seconds", type=float, default=None,
@@ -223,7 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
     ours = build_base_classifier(classifier, denoiser, args.sigma, device, amp, compile=args.compile,
                                  channels_last=channels_last)
     smooth = Smooth(ours, classes, args.sigma)
-    x_host = torch.rand(shape, generator=torch.Generator().manual_seed(args.seed))
+    sound = Smooth(ours, classes, args.sigma, sound=True) if args.sound else None
+    # an 8-bit image (on the grid, as --sound needs)
+    x_host = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(args.seed)).float() / 255
     x = x_host.to(device)
 
     bs = speed.auto_batch_size(ours, shape, device, cap=10**9) if args.batch == "auto" else int(args.batch)
@@ -244,6 +249,9 @@ def main(argv: list[str] | None = None) -> dict:
     def run_ours(num: int) -> None:
         smooth.sample_counts(x, num, bs, g)
 
+    def run_sound(num: int) -> None:
+        sound.sample_counts(x, num, bs, g)
+
     def run_reference(num: int) -> None:
         with pytorch_default_flags(device):
             reference_counts(reference, x_host, num, ref_bs, args.sigma, classes, device)
@@ -251,23 +259,28 @@ def main(argv: list[str] | None = None) -> dict:
     # warm-up (cudnn autotuning, compilation), then calibrate N so that one floor measurement takes `seconds`
     floor(1)
     run_ours(bs)
+    if sound:
+        run_sound(bs)
     run_reference(ref_bs)
     t1 = timed(lambda: floor(1), device)
     k = max(4, round(seconds / max(t1, 1e-6)))
     num = k * bs
 
-    rates: dict[str, list[float]] = {"floor": [], "ours": [], "reference": []}
+    paths = {"floor": lambda: floor(k), "ours": lambda: run_ours(num), "reference": lambda: run_reference(num)}
+    if sound:
+        paths["sound"] = lambda: run_sound(num)
+    rates: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(args.rounds):
-        rates["floor"].append(num / timed(lambda: floor(k), device))
-        rates["ours"].append(num / timed(lambda: run_ours(num), device))
-        rates["reference"].append(num / timed(lambda: run_reference(num), device))
+        for name, fn in paths.items():
+            rates[name].append(num / timed(fn, device))
     med = {name: statistics.median(r) for name, r in rates.items()}
     ratio_floor = statistics.median(o / f for o, f in zip(rates["ours"], rates["floor"]))
     ratio_ref = statistics.median(o / r for o, r in zip(rates["ours"], rates["reference"]))
 
     mem, mem_method = {}, ""
     for name, fn in (("floor", lambda: floor(2)), ("ours", lambda: run_ours(2 * bs)),
-                     ("reference", lambda: run_reference(2 * ref_bs))):
+                     ("reference", lambda: run_reference(2 * ref_bs))) + ((("sound", lambda: run_sound(2 * bs)),)
+                                                                           if sound else ()):
         mem[name], mem_method = peak_memory(fn, device)
 
     diff_config, arch, _, _ = CONFIGS[config]
@@ -282,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"N = {num} samples per measurement, median of {args.rounds} interleaved round(s)\n")
     rows = [("(1) bare forward floor (pre-made noisy batches)", "floor"),
             ("(2) ours: Smooth.sample_counts, default path", "ours"),
-            ("(3) reference-style loop (locuslab/DDS)", "reference")]
+            ("(3) reference-style loop (locuslab/DDS)", "reference")] + \
+        ([("(2s) ours with --sound (exact grid noise)", "sound")] if sound else [])
     print(f"| {'path':<50} | {'samples/s':>10} | {'rounds: min-max':>17} | {'peak memory (MiB)':>17} |")
     print(f"|{'-' * 52}|{'-' * 12}|{'-' * 19}|{'-' * 19}|")
     for label, name in rows:
@@ -292,6 +306,10 @@ def main(argv: list[str] | None = None) -> dict:
         return " ".join(f"{x / y:.3f}" for x, y in zip(rates[a], rates[b]))
     print(f"\n(a) ours / floor     = {ratio_floor:.3f}   (goal >= 0.95; per round: {per_round('ours', 'floor')})")
     print(f"(b) ours / reference = {ratio_ref:.3f}   (goal >= 1.5 on GPU; per round: {per_round('ours', 'reference')})")
+    if sound:
+        ratio_sound = statistics.median(a / b for a, b in zip(rates["sound"], rates["ours"]))
+        print(f"(d) --sound / ours   = {ratio_sound:.3f}   (the cost of exact grid noise; per round: "
+              f"{per_round('sound', 'ours')})")
     weights = sum(t.numel() * t.element_size() for m in (denoiser, classifier) for t in m.state_dict().values())
     print(f"(c) memory: {mem_method}; weights: {weights / 2**20:.1f} MiB per copy")
     return {"config": config, "device": str(device), "device_name": device_name(device), "batch": bs,

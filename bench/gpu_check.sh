@@ -3,7 +3,8 @@
 #   1. the environment (GPU, driver, torch, CUDA);
 #   2. the GPU-marked tests (pytest -m gpu) and the CUDA-only ones of tests/test_speed.py;
 #   3. the certify throughput bench at --config cifar (52M improved-diffusion UNet + CLIP_B16 at 224,
-#      random weights) for fp32 (--amp off), fp16, bf16 and bf16 + torch.compile;
+#      random weights) for fp32 (--amp off), fp16, bf16 (with --sound's grid noise beside it) and
+#      bf16 + torch.compile;
 #   4. the agreement of predictions and counts between those precisions on the same noise seeds;
 #   5. 2-rank torchrun on one GPU (both ranks on cuda:0; rank 0 merges the ranks' rows over gloo): the
 #      rows must equal a one-process run's (certify.py, the digits zoo models, two sigmas: the cascade);
@@ -86,6 +87,7 @@ step "pytest CUDA-only speed tests" 90 "$PY" -m pytest -q -p no:cacheprovider -n
 for prec in $PRECISIONS; do
   amp=${prec%%+*}; extra=()
   [ "$prec" != "$amp" ] && extra=(--compile)
+  [ "$prec" = bf16 ] && extra=(--sound)          # and the cost of --sound's exact grid noise, at bf16
   step "throughput $CONFIG amp=$amp ${extra[*]}" 150 "$PY" bench/certify_throughput.py --device "$DEVICE" \
     --config "$CONFIG" --amp "$amp" "${extra[@]}" "${BATCH[@]}" --seconds "$SECONDS_PER" --rounds "$ROUNDS"
 done
@@ -112,7 +114,7 @@ print(a.to_string(max_rows=8)); pd.testing.assert_frame_equal(a, b); print('iden
   printf '%s\n' "${STATUS[@]}"
   echo
   echo "throughput headlines (samples/s of our path, ratio to the bare forward floor):"
-  grep -E "^(certify throughput|ours:|\| \(1\)|\| \(2\)|\(a\))" "$RESULTS" | sed 's/^/  /'
+  grep -E "^(certify throughput|ours:|\| \(1\)|\| \(2|\(a\)|\(d\))" "$RESULTS" | sed 's/^/  /'
   echo "goal: >= 3000 CIFAR DDS samples/s on one H100/H200 at >= 0.95 of the floor"
   echo "failed steps: $FAILED"
 } >> "$RESULTS"

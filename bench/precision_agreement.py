@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.certify_throughput import CONFIGS, build_models  # noqa: E402
 from core.pipeline import build_base_classifier, resolve_device  # noqa: E402
+
+from bench.certify_throughput import CONFIGS, build_models  # noqa: E402
 from core.smoothing import Smooth, example_generator  # noqa: E402
 
 VARIANTS = {"fp32": (None, False), "fp16": (torch.float16, False), "bf16": (torch.bfloat16, False),

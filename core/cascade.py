@@ -127,17 +127,20 @@ def sequential_cascade(samplers: Sequence[adaptive.Sampler], sigmas: Sequence[fl
                        alpha: float, p0: float = 0.5, radius_grid: Sequence[float] | None = None,
                        first_look: int = adaptive.FIRST_LOOK, growth: float = adaptive.GROWTH,
                        final_share: float = adaptive.FINAL_SHARE, power: float = adaptive.POWER,
-                       futility: float = adaptive.FUTILITY, alpha_rule: str = "mdds") -> CascadeResult:
+                       futility: float = adaptive.FUTILITY, alpha_rule: str = "mdds",
+                       slacks: Sequence[float] | None = None) -> CascadeResult:
     """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
 
     Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
     sampled further after it was left, to tighten its off-class cap. Result as ``cascade_decide``'s.
+    ``slacks[k]``: stage k's ``Smooth.slack`` (``--sound``; default none).
     """
     adaptive.check_n0(n0)
     looks, weights = adaptive.schedule(n_max, first_look, growth, final_share, power)
     grid = adaptive.radius_grid_for(sigmas[0], n_max, alpha * weights[-1], radius_grid, p0)
     def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
-        return adaptive.Stage(samplers[k], sigmas[k], n0, looks, weights, alpha_k, futility)
+        return adaptive.Stage(samplers[k], sigmas[k], n0, looks, weights, alpha_k, futility,
+                              slacks[k] if slacks is not None else 0.0)
     return run_cascade(open_stage, sigmas, alpha, p0, alpha_rule, grid)
 
 
@@ -153,7 +156,7 @@ class MultiScaleSmooth:
     """Cascade of smoothed classifiers, one per sigma (MDDS). ``base_classifiers`` maps sigma -> f_sigma."""
 
     def __init__(self, base_classifiers: dict[float, Callable[[torch.Tensor], torch.Tensor]], num_classes: int,
-                 p0: float = 0.5, seed: int = 0, split=None, alpha_rule: str = "mdds"):
+                 p0: float = 0.5, seed: int = 0, split=None, alpha_rule: str = "mdds", sound: bool = False):
         if not base_classifiers:
             raise ValueError("need at least one sigma")
         if alpha_rule not in ALPHA_RULES:
@@ -162,7 +165,7 @@ class MultiScaleSmooth:
         if not 0 < p0 < 1:
             raise ValueError(f"p0 must be in (0, 1), got {p0}")
         self.sigmas = sorted((float(s) for s in base_classifiers), reverse=True)
-        self.smooths = [Smooth(base_classifiers[s], num_classes, s, seed, split) for s in self.sigmas]
+        self.smooths = [Smooth(base_classifiers[s], num_classes, s, seed, split, sound) for s in self.sigmas]
         self.num_classes = num_classes
         self.p0 = p0
         self.seed = seed
@@ -179,7 +182,8 @@ class MultiScaleSmooth:
         """
         def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
             g, s = self._stage_generator(x, generator, k), self.smooths[k]
-            return adaptive.Stage.fixed(lambda num: s.sample_counts(x, num, batch_size, g), s.sigma, n0, n, alpha_k)
+            return adaptive.Stage.fixed(lambda num: s.sample_counts(x, num, batch_size, g), s.sigma, n0, n, alpha_k,
+                                        s.slack(x))
         return run_cascade(open_stage, self.sigmas, alpha, self.p0, self.alpha_rule)
 
     def certify_adaptive(self, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
@@ -198,7 +202,7 @@ class MultiScaleSmooth:
                 return self.smooths[k].sample_counts(x, num, batch_size, gens[k])
             return sample
         return sequential_cascade([sampler(k) for k in range(len(self.sigmas))], self.sigmas, n0, n_max, alpha, self.p0,
-                                  alpha_rule=self.alpha_rule, **kwargs)
+                                  alpha_rule=self.alpha_rule, slacks=[s.slack(x) for s in self.smooths], **kwargs)
 
     def predict_detailed(self, x: torch.Tensor, n: int, batch_size: int, generator=None,
                          clean_logits: torch.Tensor | np.ndarray | None = None, unif_w: float = 0.1) -> PredictResult:

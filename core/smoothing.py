@@ -3,6 +3,9 @@
 ``Smooth`` wraps any callable base classifier f: [B,C,H,W] pixel-space batch (noise already added)
 -> scores [B,K]. The smoothed classifier is g(x) = argmax_c P(argmax f(x + eps) = c),
 eps ~ N(0, sigma^2 I) in pixel space. Noise is drawn on x's device from a ``torch.Generator``.
+With ``sound=True`` (``--sound``) the noise lies on the input's 8-bit grid and is drawn exactly
+(``core.noise``): g is then the smoothed f o round of continuous Gaussian noise, certified with no
+floating-point error in the noise (Voracek & Hein 2023); x must be on the grid.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core import adaptive, stats
+from core import adaptive, noise, stats
 
 ABSTAIN = -1
 
@@ -70,16 +73,17 @@ def certify_from_counts(counts_selection: np.ndarray, counts_estimation: np.ndar
 def sequential_certify(sample: adaptive.Sampler, sigma: float, n0: int, n_max: int, alpha: float,
                        radius_grid: Sequence[float] | None = None, first_look: int = adaptive.FIRST_LOOK,
                        growth: float = adaptive.GROWTH, final_share: float = adaptive.FINAL_SHARE,
-                       power: float = adaptive.POWER, futility: float = adaptive.FUTILITY) -> tuple[int, float, int]:
+                       power: float = adaptive.POWER, futility: float = adaptive.FUTILITY,
+                       slack: float = 0.0) -> tuple[int, float, int]:
     """Sequential CERTIFY on counts drawn by ``sample(num)`` (one stream): (cAHat or ABSTAIN, radius, n_used).
 
     With probability >= 1 - alpha, a non-abstaining answer's class is g(x + delta) for ||delta|| < radius
-    (``core.adaptive``). n_used = n0 + estimation draws (<= n0 + n_max).
+    (``core.adaptive``). n_used = n0 + estimation draws (<= n0 + n_max). ``slack``: see ``Smooth.slack``.
     """
     adaptive.check_n0(n0)
     looks, weights = adaptive.schedule(n_max, first_look, growth, final_share, power)
     grid = adaptive.radius_grid_for(sigma, n_max, alpha * weights[-1], radius_grid)
-    stage = adaptive.Stage(sample, sigma, n0, looks, weights, alpha, futility)
+    stage = adaptive.Stage(sample, sigma, n0, looks, weights, alpha, futility, slack)
     while not stage.done and adaptive.settle([(*stage.radius(0.5), stage)], grid):
         stage.advance()
     return (*certify_decision(stage), stage.n_used)
@@ -98,7 +102,7 @@ class Smooth:
     ABSTAIN = ABSTAIN
 
     def __init__(self, base_classifier: Callable[[torch.Tensor], torch.Tensor], num_classes: int, sigma: float,
-                 seed: int = 0, split: SplitCounts | None = None):
+                 seed: int = 0, split: SplitCounts | None = None, sound: bool = False):
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.base_classifier = base_classifier
@@ -106,7 +110,13 @@ class Smooth:
         self.sigma = float(sigma)
         self.seed = seed
         self.split = split
+        self.grid_noise = noise.DiscreteGaussian(self.sigma) if sound else None
         self._generators: dict[str, torch.Generator] = {}
+
+    def slack(self, x: torch.Tensor) -> float:
+        """How far the sampled law may be from the certified one (subtracted from pABar): 0 for float noise;
+        with ``sound``, the total-variation bound of the exact sampler over x's coordinates (~1e-11)."""
+        return 0.0 if self.grid_noise is None else self.grid_noise.tv_bound(x.numel())
 
     def _generator(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
         if generator is not None:
@@ -124,6 +134,7 @@ class Smooth:
         x: [C,H,W] on the device where f runs. Returns int64 counts [num_classes].
         """
         g = self._generator(x, generator)
+        grid = None if self.grid_noise is None else noise.grid_indices(x)
         if self.split is not None:
             num = self.split.share(num)
         if hasattr(self.base_classifier, "eval"):
@@ -134,8 +145,11 @@ class Smooth:
         while remaining > 0:
             bs = min(batch_size, remaining)
             remaining -= bs
-            noise = torch.randn((bs, *x.shape), generator=g, device=x.device, dtype=x.dtype)
-            batch = noise.mul_(self.sigma).add_(x)  # x + sigma * noise, in place: the same bits, no extra buffer
+            if grid is not None:   # (j + k) / 255 from integers: the same integers give the same batch
+                batch = noise.noisy_batch(grid, bs, self.grid_noise, g, x.dtype)
+            else:                  # x + sigma * noise, in place: the same bits, no extra buffer
+                batch = torch.randn((bs, *x.shape), generator=g, device=x.device, dtype=x.dtype)
+                batch.mul_(self.sigma).add_(x)
             predictions = self.base_classifier(batch).argmax(1).clamp_(max=self.num_classes)
             # index_add_, not torch.bincount: on CUDA bincount reads max(predictions) back to the host (a sync)
             counts.index_add_(0, predictions, torch.ones_like(predictions))
@@ -153,7 +167,7 @@ class Smooth:
         """
         def sample(num: int) -> np.ndarray:
             return self.sample_counts(x, num, batch_size, generator)
-        return certify_decision(adaptive.Stage.fixed(sample, self.sigma, n0, n, alpha))
+        return certify_decision(adaptive.Stage.fixed(sample, self.sigma, n0, n, alpha, self.slack(x)))
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
                 generator: torch.Generator | None = None) -> int:
@@ -165,4 +179,4 @@ class Smooth:
         """Sample-efficient CERTIFY (anytime-valid; same overall alpha): ``sequential_certify`` on one noise
         stream of x. kwargs: radius_grid, first_look, growth, final_share, power, futility."""
         return sequential_certify(lambda num: self.sample_counts(x, num, batch_size, generator), self.sigma, n0,
-                                  n_max, alpha, **kwargs)
+                                  n_max, alpha, slack=self.slack(x), **kwargs)

@@ -98,6 +98,8 @@ BAD = {
     "existing outfile": (["digits", "{clf}", "{existing}", "--sigma25"], "already exists"),
     "missing dataset files": (["cifar10", "{clf}", "{out}", "--sigma25", "--data_path", "{tmp}/data"],
                               "cifar-10-batches-py"),
+    "--sound off the 8-bit grid": (["digits", "{clf}", "{out}", "--sigma25", "--sound", "--N", "10", "--N0", "5"],
+                                   "--sound needs inputs on the 256-level grid"),
 }
 
 

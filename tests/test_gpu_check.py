@@ -36,5 +36,5 @@ def test_dry_run_passes_every_step(tmp_path):
     assert len(steps) >= 8 and all(s.startswith("PASS") for s in steps), summary
     for needle in ("pytest -m gpu", "throughput small amp=off", "throughput small amp=bf16", "precision agreement",
                    "certify torchrun 2 ranks", "torchrun rows == one-process rows", "(a) ours / floor",
-                   "identical: "):
+                   "identical: ", "(d) --sound / ours"):
         assert needle in text, needle

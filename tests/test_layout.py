@@ -21,7 +21,7 @@ FAMILY_FLAGS = {"--batch": {"core/runs/parsers.py", "core/train/parsers.py"},
 
 
 # core/'s top level: the papers, the errors, the launcher of `python -m core.shards` (docs/ARCHITECTURE.md)
-CORE_TOP = {"__init__", "errors", "stats", "adaptive", "smoothing", "cascade", "denoise", "objectives", "blackbox",
+CORE_TOP = {"__init__", "errors", "stats", "adaptive", "noise", "smoothing", "cascade", "denoise", "objectives", "blackbox",
             "shards", "runs", "train"}
 
 

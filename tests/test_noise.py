@@ -124,3 +124,31 @@ def test_certify_on_grid_noise_is_sound_and_a_wrongly_scaled_table_is_caught():
     assert certified > runs / 2 and wrong / runs <= tolerance(runs)
     wrong, _ = sound_runs(runs, 2, 0.5)
     assert wrong / runs > tolerance(runs) and ALPHA == 0.1
+
+
+def test_smooth_sound_counts_do_not_depend_on_batch_or_dtype():
+    from bench.adaptive_soundness import GridThreshold
+    from core.smoothing import Smooth, example_generator
+    x = torch.tensor([[[40.0, 180.0], [90.0, 120.0]]]) / 255
+    smooth = Smooth(GridThreshold(200.0), 2, 0.5, sound=True)
+    counts = [smooth.sample_counts(x.to(dtype), 500, bs, example_generator(0, 3))
+              for bs, dtype in ((500, torch.float32), (7, torch.float32), (64, torch.float64))]
+    assert counts[0].sum() == 500 and 0 < counts[0][1] < 500
+    assert all(np.array_equal(c, counts[0]) for c in counts[1:])
+    with pytest.raises(MsrsError, match="--sound needs inputs"):
+        smooth.sample_counts(x + 0.1 / 255, 10, 10)
+
+
+def test_sound_certificate_subtracts_the_samplers_distance_and_cascades():
+    from bench.adaptive_soundness import GridThreshold
+    from core.cascade import MultiScaleSmooth
+    from core.smoothing import Smooth, example_generator
+    x = torch.tensor([[[40.0, 180.0], [90.0, 120.0]]]) / 255
+    sound, plain = Smooth(GridThreshold(-1e9), 2, 0.25, sound=True), Smooth(GridThreshold(-1e9), 2, 0.25)
+    assert plain.slack(x) == 0 and sound.slack(x) == sound.grid_noise.tv_bound(4) > 0
+    pred, radius = sound.certify(x, 10, 100, 0.01, 100, example_generator(0, 1))
+    assert pred == 1 and 0 < radius < 0.25 * ss.norm.ppf(0.01 ** (1 / 100))   # all 100 hits, less the slack
+    ms = MultiScaleSmooth({0.5: GridThreshold(1e9), 0.25: GridThreshold(0.0)}, 2, sound=True)
+    res = ms.certify_adaptive(x, 10, 2000, 0.01, 256, lambda k: example_generator(0, 1, k))
+    assert all(s.grid_noise is not None for s in ms.smooths)
+    assert res.prediction == 0 and res.stage == 0 and res.radius > 0        # class 0 everywhere at sigma .5

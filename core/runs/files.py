@@ -17,7 +17,7 @@ from core.errors import MsrsError
 RESULT_KEYS = ("dataset", "classifier", "split", "sigma", "sigmas", "sigma25", "sigma50", "sigma100", "N", "N0",
                "alpha", "skip_p", "seed", "denoiser", "denoiser_config", "arch", "num_t_steps", "reverse_seeds",
                "adaptive", "batch", "corr_type", "severity", "pad_to", "unif_w", "amp", "use_module",
-               "imagenet_transform", "cascade_alpha")
+               "imagenet_transform", "cascade_alpha", "sound")
 
 
 def select_indices(length: int, start: int = 0, skip: int = 1, max_idx: int = -1) -> list[int]:

@@ -123,6 +123,9 @@ def certify_parser() -> argparse.ArgumentParser:
     g.add_argument("--cascade_alpha", choices=["mdds", "union"], default="mdds",
                    help="cascade levels: 'mdds' alpha/(k+1) per stage as the reference; 'union' 2*alpha/(K(K+1)) "
                         "per bound, which keeps the overall failure probability <= alpha (see README)")
+    g.add_argument("--sound", action="store_true",
+                   help="floating-point-sound noise: exact Gaussian noise on the 8-bit grid of the input (which "
+                        "must be j/255), certifying f o round (Voracek & Hein 2023; README)")
     g = p.add_argument_group("run")
     g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and classifier")
     g.add_argument("--resume", action="store_true", help="continue an existing OUTFILE after its last complete row")

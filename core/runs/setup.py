@@ -15,6 +15,7 @@ import torch.distributed as dist
 from core.blackbox import LogReplay
 from core.denoise import DenoiseThenClassify
 from core.errors import MsrsError
+from core.noise import grid_indices
 from core.runs import speed
 from core.runs.blackbox import read_query_log
 from core.runs.loaders import load_denoisers, resolve_denoiser_args
@@ -169,6 +170,8 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     elif name == "imagenet" and args.imagenet_transform == "mdds":
         opts = {"transform": "mdds"}
     dataset = get_dataset(name, args.split, args.data_path, **opts)
+    if getattr(args, "sound", False) and len(dataset):
+        grid_indices(dataset[0][0])   # --sound: refuse an off-grid dataset before any row is written
     info = dataset_info(name)
     resolve_denoiser_args(args, name)  # after the dataset: a missing dataset is reported first
     if args.classifier.startswith("querylog:"):  # answers of a black-box classifier to logged queries
