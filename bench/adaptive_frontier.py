@@ -147,7 +147,7 @@ class Simulated:
         oracle = oracle_single(self.p_A, self.log.sigma, N, self.n0, alpha, grid)
         passes = float((self.n0 + looks[tau]).sum())
         return {"adaptive": passes, "oracle": float(oracle.sum()), "fixed": self.M * float(self.n0 + N),
-                "gap": 100 * (acc - acc_fixed), "grid": grid}
+                "gap": 100 * (acc - acc_fixed), "grid": grid, "tau": tau, "level": lev}
 
 
 def report(name: str, r: dict) -> None:

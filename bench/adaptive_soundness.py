@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import adaptive  # noqa: E402
 from core.noise import LEVELS, DiscreteGaussian  # noqa: E402
-from core.smoothing import Smooth, example_generator  # noqa: E402
+from core.cascade import sequential_cascade  # noqa: E402
+from core.smoothing import Smooth, example_generator, sequential_certify  # noqa: E402
 from tests.soundness_models import GRID_W, Threshold1D, cascade_truth, certificate_is_wrong, grid_threshold_sf  # noqa: E402,E501
 
 ALPHA = 0.1
@@ -61,7 +62,7 @@ def adaptive_single(runs: int, seed: int, **kwargs) -> tuple[int, int]:
     wrong = certified = 0
     for p_A in rng.uniform(0.45, 0.95, runs):
         probs = np.array([p_A, 1 - p_A])
-        pred, radius, _ = adaptive.sequential_certify(lambda num: rng.multinomial(num, probs), sigma, n0, n_max,
+        pred, radius, _ = sequential_certify(lambda num: rng.multinomial(num, probs), sigma, n0, n_max,
                                                       ALPHA, radius_grid=np.arange(0, 3, 0.01), **kwargs)
         certified += pred >= 0
         wrong += pred >= 0 and (pred != 0 or radius > sigma * ss.norm.ppf(p_A))
@@ -78,7 +79,7 @@ def adaptive_cascade(runs: int, seed: int, **kwargs) -> tuple[int, int]:
     wrong = certified = 0
     for u in rng.uniform(-1.5, 1.5, runs):
         samplers = [(lambda num, p=CASCADE[s].probs(u, s)[0]: rng.multinomial(num, p)) for s in sigmas]
-        res = adaptive.sequential_cascade(samplers, sigmas, 20, 2000, ALPHA, 0.5, **kwargs)
+        res = sequential_cascade(samplers, sigmas, 20, 2000, ALPHA, 0.5, **kwargs)
         certified += res.prediction >= 0
         wrong += certificate_is_wrong(lambda us: cascade_truth(CASCADE, us, 0.5), u, res.prediction, res.radius)
     return wrong, certified
