@@ -5,7 +5,8 @@
 #   3. the certify throughput bench at --config cifar (52M improved-diffusion UNet + CLIP_B16 at 224,
 #      random weights) for fp32 (--amp off), fp16, bf16 (with --sound's grid noise beside it) and
 #      bf16 + torch.compile;
-#   4. the agreement of predictions and counts between those precisions on the same noise seeds;
+#   4. the agreement of labels, counts and certified rows between precisions on the same noise seeds
+#      (bench/precision_agreement.py of issue 12: trained digits zoo models, single sigma and cascade);
 #   5. 2-rank torchrun on one GPU (both ranks on cuda:0; rank 0 merges the ranks' rows over gloo): the
 #      rows must equal a one-process run's (certify.py, the digits zoo models, two sigmas: the cascade);
 #   6. a summary: each step's status and time, and the bench's headline figures.
@@ -41,10 +42,10 @@ trap 'rm -rf "$WORK"' EXIT
 
 if [ "$DRY" = 1 ]; then
   DEVICE=cpu; CONFIG=small; SECONDS_PER=0.2; ROUNDS=1; N_TORCHRUN=64; PRECISIONS="off bf16"; BATCH=(--batch 32 --ref_batch 32)
-  AGREE=(--inputs 2 --n 64 --batch 32); TORCHRUN_DEVICE=cpu; export CUDA_VISIBLE_DEVICES=""
+  AGREE=(--modes fp32 bf16 --skip 120 --sigmas 0.25 0.5 --N0 8 --N 32 --batch 32); TORCHRUN_DEVICE=cpu; export CUDA_VISIBLE_DEVICES=""
 else
   DEVICE=cuda; CONFIG=cifar; SECONDS_PER=4; ROUNDS=3; N_TORCHRUN=2000; PRECISIONS="off fp16 bf16 bf16+compile"; BATCH=()
-  AGREE=(--inputs 8 --n 1024 --batch 256); TORCHRUN_DEVICE=cuda:0
+  AGREE=(--modes fp32 fp16 bf16 tf32 --N 2000 --batch 1000); TORCHRUN_DEVICE=cuda:0
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -92,8 +93,13 @@ for prec in $PRECISIONS; do
     --config "$CONFIG" --amp "$amp" "${extra[@]}" "${BATCH[@]}" --seconds "$SECONDS_PER" --rounds "$ROUNDS"
 done
 
-# 4. counts across precisions on the same seeds
-step "precision agreement" 120 "$PY" bench/precision_agreement.py --device "$DEVICE" --config "$CONFIG" "${AGREE[@]}"
+# 4. labels / counts / certified rows across precisions on the same seeds (issue 12's bench)
+if [ -f bench/precision_agreement.py ]; then
+  step "precision agreement" 240 "$PY" bench/precision_agreement.py --device "$DEVICE" "${AGREE[@]}"
+else
+  STATUS+=("SKIP  precision agreement (bench/precision_agreement.py, issue 12, is not in this checkout)")
+  printf '\n===== precision agreement =====\nskipped: bench/precision_agreement.py is not in this checkout\n' >> "$RESULTS"
+fi
 
 # 5. 2-rank torchrun on one device: merged rows == one-process rows
 TR=("$PY" -m torch.distributed.run --standalone --nproc_per_node=2)

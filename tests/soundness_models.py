@@ -85,3 +85,17 @@ def grid_threshold_sf(dg):
         total = np.convolve(total, pmf)
     tail = np.concatenate([np.cumsum(total[::-1])[::-1], [0.0]])       # tail[i] = P(T >= i - 4K)
     return lambda t: float(tail[int(np.clip(math.floor(t) + 1 + 4 * dg.K, 0, len(tail) - 1))])
+
+
+def cascade_exact_radius(fs: dict, u: float, c: int, k: int, p0: float) -> float:
+    """The radius the exact class probabilities give a certificate of class c at stage k (sigmas descending):
+    min(sigma_k (Phi^-1(p_c) - Phi^-1(p0)), the caps -r_j of the earlier stages from their exact largest
+    off-class probability). A certificate larger than this means one of its bounds failed (a stricter check
+    than ``certificate_is_wrong``: it also flags a certificate that happens to hold)."""
+    sigmas = sorted(fs, reverse=True)
+    p = fs[sigmas[k]].probs(u, sigmas[k])[0]
+    r = sigmas[k] * (norm.ppf(p[c]) - norm.ppf(p0))
+    for j in range(k):
+        q = np.delete(fs[sigmas[j]].probs(u, sigmas[j])[0], c).max()
+        r = min(r, -sigmas[j] * (norm.ppf(q) - norm.ppf(p0)))
+    return float(r)
