@@ -44,7 +44,7 @@ FAMILIES = [("cp", "(shipped)"), ("free", "(free peek: the whole alpha at every 
             ("kt", "(Ville on the KT mixture at every look, Voracek 2024)"),
             ("kt+cp", "(KT mixture at alpha (1 - final) + CP at alpha final at the last look)")]
 U_FLOOR = 0.01                   # the randomized bound's uniform is floored here (a finite bound at all hits)
-RANDOMIZED = True
+RANDOMIZED = False              # the shipped bound; --randomized 1 models the randomized one
 
 
 # Phase-1 home of the rule's array math (moves to core.adaptive with the wiring).

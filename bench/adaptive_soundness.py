@@ -9,9 +9,13 @@ that an unsound procedure shows. (tests/test_soundness.py runs smaller versions 
   (p_A in [.45, .95]); wrong = certified with sigma Phi^-1(p_A) < radius (or the wrong class). Unsound
   variant: the whole alpha at every look (no split).
 - adaptive cascade (MDDS, ``--cascade_alpha union``): three stages with the 1-D threshold classifiers of
-  tests/soundness_models.py; wrong = a radius above what the exact probabilities give (the certifying
-  stage's p_A and every earlier stage's largest off-class probability), or the ground-truth cascade
-  differing from the prediction within the radius. Unsound variant: the whole alpha at every look.
+  tests/soundness_models.py, grid step .01 (the rule keeps looking as long as it can); wrong = a radius
+  above what the exact probabilities give (the certifying stage's p_A and every earlier stage's largest
+  off-class probability), or the ground-truth cascade differing from the prediction within the radius.
+  Unsound variant: no split at all (the whole alpha at every look and for every bound). Spending the whole
+  alpha at every look but keeping the union rule's split over the bounds (each at alpha / 6) is printed
+  too, without a verdict: it over-spends its bounds' levels, yet the slack of the split over the stages
+  keeps its rate below alpha, so a rate test at alpha cannot flag it.
 - ``--sound``: the discretized-Gaussian sampler (core/noise.py) through a 4-pixel threshold classifier
   applied after rounding to the grid, whose exact p_A under the grid noise is a 4-fold convolution; wrong =
   radius > sigma Phi^-1(p_A) (the bound, less the sampler's tv_bound, above the exact p_A). Unsound variant: the noise table built at sigma / 2 (the [-1, 1] vs [0, 1] scale
@@ -36,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import adaptive  # noqa: E402
 from core.noise import LEVELS, DiscreteGaussian  # noqa: E402
-from core.cascade import sequential_cascade  # noqa: E402
+from core import cascade  # noqa: E402
 from core.smoothing import Smooth, example_generator, sequential_certify  # noqa: E402
 from tests.soundness_models import GRID_W, Threshold1D, cascade_exact_radius, cascade_truth, certificate_is_wrong, grid_threshold_sf  # noqa: E402,E501
 
@@ -83,7 +87,8 @@ def adaptive_cascade(runs: int, seed: int, **kwargs) -> tuple[int, int]:
     wrong = certified = 0
     for u in rng.uniform(-1.5, 1.5, runs):
         samplers = [(lambda num, p=CASCADE[s].probs(u, s)[0]: rng.multinomial(num, p)) for s in sigmas]
-        res = sequential_cascade(samplers, sigmas, 20, 2000, ALPHA, 0.5, alpha_rule="union", **kwargs)
+        res = cascade.sequential_cascade(samplers, sigmas, 20, 2000, ALPHA, 0.5, alpha_rule="union",
+                                         radius_grid=np.arange(0, 3, 0.01), **kwargs)
         if res.prediction < 0:
             continue
         certified += 1
@@ -131,14 +136,17 @@ def sound_runs(runs: int, seed: int, sampler_sigma_factor: float = 1.0) -> tuple
 
 
 @contextlib.contextmanager
-def no_alpha_split():
-    """The known-unsound variant of the sequential certifiers: every look gets the whole alpha."""
-    saved = adaptive.look_weights
+def no_alpha_split(stages: bool = False):
+    """The known-unsound variant of the sequential certifiers: every look gets the whole alpha (with
+    ``stages``, every bound of the cascade too: no union bound anywhere)."""
+    saved = adaptive.look_weights, cascade.stage_alpha
     adaptive.look_weights = lambda looks, *a, **k: [1.0] * len(looks)
+    if stages:
+        cascade.stage_alpha = lambda alpha, *a, **k: alpha
     try:
         yield
     finally:
-        adaptive.look_weights = saved
+        adaptive.look_weights, cascade.stage_alpha = saved
 
 
 def main(argv: list[str] | None = None) -> bool:
@@ -158,6 +166,13 @@ def main(argv: list[str] | None = None) -> bool:
         ok &= verdict("shipped", *fn(runs, 1), runs, True)
         if key == "sound":
             ok &= verdict("unsound: noise table at sigma / 2", *fn(runs, 2, 0.5), runs, False)
+        elif key == "cascade":
+            with no_alpha_split(stages=True):
+                ok &= verdict("unsound: the whole alpha everywhere", *fn(runs, 2), runs, False)
+            with no_alpha_split():
+                wrong, certified = fn(runs, 3)
+            print(f"  (whole alpha at every look, split over the bounds: wrong {wrong}/{runs} = {wrong / runs:.4f}, "
+                  f"certified {certified / runs:.0%}; no verdict)")
         else:
             with no_alpha_split():
                 ok &= verdict("unsound: the whole alpha at every look", *fn(runs, 2), runs, False)

@@ -139,3 +139,16 @@ def test_adaptive_naive_peeking_is_caught(monkeypatch):
                                                   radius_grid=np.arange(0, 3, 0.01))
         wrong += certificate_is_wrong(lambda us: smoothed_class(f, us, sigma), u, pred, radius)
     assert wrong / runs > tolerance(runs)
+
+
+def test_adaptive_cascade_sweep_flags_the_cascade_without_any_split():
+    """bench/adaptive_soundness.py's cascade sweep (strict check against the exact probabilities, grid step
+    .01), small: the shipped sequential cascade passes it, and the variant with no union bound anywhere
+    (the whole alpha at every look and for every bound) fails the same check."""
+    from bench.adaptive_soundness import adaptive_cascade, no_alpha_split
+    runs = 200
+    wrong, certified = adaptive_cascade(runs, 1)
+    assert certified > runs / 2 and wrong / runs <= tolerance(runs)
+    with no_alpha_split(stages=True):
+        wrong, _ = adaptive_cascade(runs, 2)
+    assert wrong / runs > tolerance(runs)
