@@ -40,8 +40,8 @@ NOT_IDENTITY = frozenset({
 
 INT_COLUMNS = frozenset({"idx", "label", "predict", "correct", "pred0", "pred1", "pred_uc", "corr_uc", "stage",
                          "n_used"})
-RADIUS_COLUMNS = frozenset({"radius", "r_neg"})
-FLOAT_COLUMNS = frozenset({"conf", "c_max"}) | RADIUS_COLUMNS
+RADIUS_COLUMNS = frozenset({"radius"})  # a certified radius: finite and >= 0 (r_neg is signed)
+FLOAT_COLUMNS = frozenset({"conf", "c_max", "r_neg"}) | RADIUS_COLUMNS
 _INT = re.compile(r"-?\d+")
 _FLOAT = re.compile(r"-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 _TIME = re.compile(r"(\d+ days?, )?\d+:\d\d:\d\d(\.\d+)?")
@@ -119,10 +119,14 @@ def read_sidecar(path: str, advice: str) -> dict[str, Any]:
         why = type(e).__name__ if not str(e) else str(e).splitlines()[0][:80]
         raise MsrsError(f"{path} is not a readable sidecar ({why}): the rows beside it cannot be checked to "
                         f"belong to this run; {advice}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("identity"), dict):
+    ident = meta.get("identity") if isinstance(meta, dict) else None
+    if not (isinstance(ident, dict) and all(isinstance(ident.get(k), t) for k, t in _IDENTITY_KEYS.items())):
         raise MsrsError(f"{path} records no run identity (an older msrs, or not a sidecar): the rows beside it "
                         f"cannot be checked to belong to this run; {advice}")
     return meta
+
+
+_IDENTITY_KEYS = {"version": int, "args": dict, "selection": dict, "models": dict, "columns": list}
 
 
 # ------------------------------------------------------------------------------------------- rows
@@ -214,7 +218,8 @@ def read_complete_rows(path: str, columns: Sequence[str], expected: Sequence[int
     if got.end != len(data):
         raise MsrsError(f"{path} ends in a partial row; {advice}")
     if got.count != len(expected):
-        raise MsrsError(f"{path} has {got.count} of its {len(expected)} rows; {advice}")
+        raise MsrsError(f"{path} has {got.count} of its {len(expected)} rows ({len(expected) - got.count} "
+                        f"missing); {advice}")
     return data[:got.end].decode("utf-8").split("\n")[1:-1]
 
 
