@@ -152,3 +152,36 @@ def test_sound_certificate_subtracts_the_samplers_distance_and_cascades():
     res = ms.certify_adaptive(x, 10, 2000, 0.01, 256, lambda k: example_generator(0, 1, k))
     assert all(s.grid_noise is not None for s in ms.smooths)
     assert res.prediction == 0 and res.stage == 0 and res.radius > 0        # class 0 everywhere at sigma .5
+
+
+def test_certify_cli_sound_rows_do_not_depend_on_batch(tmp_path):
+    """certify.py --sound end to end on a CIFAR-10 in its on-disk format (8-bit pixels: on the grid), single
+    sigma and the cascade, plain and --adaptive: the rows are the same whatever --batch."""
+    import pickle
+
+    import pandas as pd
+
+    from models.classifiers import create_model, save_classifier
+    from tests.conftest import run_main
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(d / name, "wb") as f:
+            pickle.dump({"labels": rng.integers(0, 10, 2).tolist(),
+                         "data": rng.integers(0, 256, (2, 3072), dtype=np.uint8)}, f)
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    torch.manual_seed(0)
+    clf = str(tmp_path / "clf.pt")
+    save_classifier(create_model("cifar_resnet20", num_classes=10).eval(), "cifar_resnet20", {"num_classes": 10}, clf)
+    for sigmas in (["--sigma25"], ["--sigma25", "--sigma50"], ["--sigma25", "--adaptive"]):
+        rows = []
+        for batch in ("40", "7"):
+            out = tmp_path / f"{'_'.join(sigmas)}_{batch}.tsv"
+            r = run_main("certify.py", "cifar10", clf, str(out), *sigmas, "--sound", "--N0", "10", "--N", "40",
+                         "--batch", batch, "--data_path", str(tmp_path), "--denoiser", "none", "--device", "cpu")
+            assert r.returncode == 0, r.stderr
+            rows.append(pd.read_csv(out, sep="\t").drop(columns=["time"]))
+        assert len(rows[0]) == 2
+        pd.testing.assert_frame_equal(rows[0], rows[1])
