@@ -15,8 +15,8 @@
   `timm_filtered_state_dict` applies the model module's own ``checkpoint_filter_fn`` and refuses any
   filter that would resample a tensor (a resolution mismatch must not pass silently).
 
-``read_weights`` reads ``.safetensors`` with the safetensors library and anything else with the
-project's safe pickle loader; nothing in a file can run code.
+Files are read with ``models.checkpoint.load_checkpoint`` (``.safetensors`` through the safetensors
+library, anything else through the safe pickle loader): nothing in a file can run code.
 """
 from __future__ import annotations
 
@@ -44,24 +44,9 @@ FTCADIS_LORA_ALPHA = 4   # FT-CADIS certify.py / classifier.py: LoRA_ViT_timm(r=
 
 
 # ---------------------------------------------------------------------------------------------- files
-def read_weights(path: str, trust: bool = False) -> Any:
-    """A checkpoint file's contents: ``.safetensors`` via safetensors (tensors only), else the safe loader."""
-    path = os.fspath(path)
-    if path.endswith(".safetensors"):
-        if not os.path.isfile(path):
-            raise MsrsError(f"checkpoint not found: {path} (give the path of an existing .safetensors file)")
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise MsrsError(f"corrupt or truncated safetensors file {path}: {str(e)[:160]}") from None
-    return load_checkpoint(path, trust=trust)
-
-
-def hf_vit_files(spec: str) -> tuple[str, str] | None:
-    """(config.json, weights file) of an HF ViT checkpoint given as its directory or its weights file; None if
-    `spec` is not one. Safetensors wins over ``pytorch_model.bin`` when both are present."""
+def hub_files(spec: str) -> tuple[str, str] | None:
+    """(config.json, weights file) of a hub-style model folder (HF transformers or timm), given as the folder
+    or its weights file; None if `spec` is not one. Safetensors wins over ``pytorch_model.bin``."""
     spec = os.fspath(spec)
     if os.path.isdir(spec):
         folder, names = spec, HF_WEIGHT_FILES
@@ -78,13 +63,36 @@ def hf_vit_files(spec: str) -> tuple[str, str] | None:
     return None
 
 
-def read_hf_config(path: str) -> dict[str, Any]:
-    """config.json of an HF ViTForImageClassification, checked; MsrsError for another model type."""
+def _config(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             cfg = json.load(f)
     except (OSError, ValueError) as e:
-        raise MsrsError(f"cannot read HF config {path}: {e}") from None
+        raise MsrsError(f"cannot read model config {path}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise MsrsError(f"{path}: not a model config (expected a JSON object)")
+    return cfg
+
+
+def hf_vit_files(spec: str) -> tuple[str, str] | None:
+    """`hub_files` of an HF ViT (config.json with ``model_type: vit``); None otherwise."""
+    files = hub_files(spec)
+    return files if files is not None and _config(files[0]).get("model_type") == "vit" else None
+
+
+def timm_hub_arch(spec: str) -> str | None:
+    """``timm:NAME`` of a timm hub folder (config.json with ``architecture``, e.g. the beit_large_patch16_512 or
+    vit_base_patch16_clip_384.laion2b_ft_in12k_in1k releases); None for anything else."""
+    files = hub_files(spec)
+    if files is None:
+        return None
+    name = _config(files[0]).get("architecture")
+    return f"timm:{name}" if isinstance(name, str) and "model_type" not in _config(files[0]) else None
+
+
+def read_hf_config(path: str) -> dict[str, Any]:
+    """config.json of an HF ViTForImageClassification, checked; MsrsError for another model type."""
+    cfg = _config(path)
     if cfg.get("model_type") != "vit":
         raise MsrsError(f"{path}: model_type {cfg.get('model_type')!r} is not an HF ViT ('vit'); only "
                         "ViTForImageClassification checkpoints are read")
@@ -208,7 +216,7 @@ def load_hf_vit(spec: str, num_classes: int | None = None) -> tuple[nn.Module, d
     if num_classes is not None and found is not None and found != num_classes:
         raise MsrsError(f"{weights}: the classifier has {found} classes but {num_classes} are expected "
                         "- is this the right checkpoint for this dataset?")
-    sd = read_weights(weights)
+    sd = load_checkpoint(weights)
     if not isinstance(sd, Mapping) or not is_hf_vit_state_dict(sd):
         raise MsrsError(f"{weights}: not an HF ViT state dict (no 'vit.embeddings.cls_token')")
     net = create_hf_vit(cfg, num_classes)

@@ -8,6 +8,7 @@ import torch
 
 from core.errors import MsrsError
 from models import foreign
+from models.checkpoint import load_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -102,7 +103,7 @@ def test_ftcadis_cifar_checkpoint(tmp_path):
     obj = {"epoch": 30, "arch": "cifar10_vit_base", "state_dict": {f"classifier.{k}": v for k, v in hub.items()},
            "optimizer": {}}
     torch.save(obj, tmp_path / "checkpoint-30.pth.tar")
-    loaded = foreign.read_weights(str(tmp_path / "checkpoint-30.pth.tar"))
+    loaded = load_checkpoint(str(tmp_path / "checkpoint-30.pth.tar"))
     assert foreign.is_ftcadis_checkpoint(loaded)
     kind, sd = foreign.remap_ftcadis_state_dict(loaded)
     assert kind == "hf"
@@ -156,17 +157,17 @@ def test_ftcadis_lora_merge(tmp_path, r):
     assert kind == "timm"
 
 
-def test_read_weights_safetensors(tmp_path):
+def test_load_checkpoint_reads_safetensors(tmp_path):
     from safetensors.torch import save_file
     sd = {"a": torch.arange(4.0), "b": torch.ones(2, 2)}
     save_file(sd, str(tmp_path / "w.safetensors"))
-    got = foreign.read_weights(str(tmp_path / "w.safetensors"))
+    got = load_checkpoint(str(tmp_path / "w.safetensors"))
     assert got.keys() == sd.keys() and all(torch.equal(got[k], sd[k]) for k in sd)
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(MsrsError, match="bad.safetensors"):
-        foreign.read_weights(str(tmp_path / "bad.safetensors"))
+        load_checkpoint(str(tmp_path / "bad.safetensors"))
     with pytest.raises(MsrsError, match="not found"):
-        foreign.read_weights(str(tmp_path / "missing.safetensors"))
+        load_checkpoint(str(tmp_path / "missing.safetensors"))
 
 
 def test_timm_filter_beit_original_layout():

@@ -1,4 +1,4 @@
-"""Timestep and noise rules of the papers (core/timesteps.py; issue 12 items 10-11), each checked against a
+"""Timestep and noise rules of the papers (core/denoise.py; issue 12 items 10-11), each checked against a
 transcription of the reference code on the real schedules (cosine-4000, linear-1000)."""
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import timesteps as ts
+from core import denoise as ts
 from models.diffusion import GaussianDiffusion, get_named_beta_schedule
 
 SIGMAS = [0.12, 0.25, 0.5, 1.0]
@@ -65,7 +65,7 @@ def densepure_guided_t(alphas_cumprod, sigma):
 @pytest.mark.parametrize("sigma", SIGMAS)
 def test_first_t_is_dds_and_mdds(schedule, sigma):
     name, T, d = schedule
-    t = ts.first_t(d.alphas_cumprod, sigma)
+    t = ts.t_star_for_sigma(d.alphas_cumprod, sigma)
     assert t == dds_t(d, sigma) == mdds_t(d, sigma)[0]
     assert ts.x_t_scale("schedule", d.alphas_cumprod, t, sigma) == pytest.approx(mdds_t(d, sigma)[1], abs=1e-15)
 
@@ -73,8 +73,8 @@ def test_first_t_is_dds_and_mdds(schedule, sigma):
 def test_known_t_values():
     cos = GaussianDiffusion(get_named_beta_schedule("cosine", 4000)).alphas_cumprod
     lin = GaussianDiffusion(get_named_beta_schedule("linear", 1000)).alphas_cumprod
-    assert [ts.first_t(cos, s) for s in (0.25, 0.5, 1.0)] == [1158, 1984, 2809]
-    assert [ts.first_t(lin, s) for s in (0.25, 0.5, 1.0)] == [145, 259, 396]
+    assert [ts.t_star_for_sigma(cos, s) for s in (0.25, 0.5, 1.0)] == [1158, 1984, 2809]
+    assert [ts.t_star_for_sigma(lin, s) for s in (0.25, 0.5, 1.0)] == [145, 259, 396]
     # DensePure's nearest rule on ImageNet: 144 / 258 (ALGORITHMS §5), one below the first-≥ rule
     assert [ts.densepure_t(lin, s, "linear", 1000) for s in (0.25, 0.5)] == [144, 258]
 
@@ -87,7 +87,7 @@ def test_densepure_t_and_scale(schedule, sigma):
         ref_t, ref_scale = densepure_improved_t(sigma, T)
         assert isinstance(got, float) and got == pytest.approx(ref_t, abs=1e-9)
         assert ts.x_t_scale("exact", d.alphas_cumprod, round(got), sigma) == pytest.approx(ref_scale, abs=1e-15)
-        assert abs(got - ts.first_t(d.alphas_cumprod, sigma)) < 2     # the continuous t lies beside the discrete
+        assert abs(got - ts.t_star_for_sigma(d.alphas_cumprod, sigma)) < 2     # the continuous t lies beside the discrete
     else:
         assert got == densepure_guided_t(d.alphas_cumprod, sigma)
 
@@ -151,7 +151,7 @@ def test_q_sample_is_pixel_noise_sigma_q(schedule, sigma):
     """DDS DRM.denoise: x_t = diffusion.q_sample(2x − 1, t*, ε). That is √ᾱ·(2(x + σ_q ε) − 1) with
     σ_q = √(1/ᾱ − 1)/2 ≥ σ: Smooth drawing pixel noise at σ_q reproduces DDS's x_t exactly."""
     name, T, d = schedule
-    t = ts.first_t(d.alphas_cumprod, sigma)
+    t = ts.t_star_for_sigma(d.alphas_cumprod, sigma)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
     eps = torch.randn(x.shape, generator=g, dtype=torch.float64)

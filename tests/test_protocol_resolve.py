@@ -6,10 +6,10 @@ import json
 import pytest
 
 from core.errors import MsrsError
-from core.protocols import PROTOCOLS
-from core.runs.protocol import resolve_protocol
+from core.runs.protocols import PROTOCOLS
+from core.runs.protocols import resolve_protocol
 
-KEYS = ("imagenet_transform", "pad_to", "resize_antialias", "normalization", "noise", "t_star", "respacing",
+KEYS = ("imagenet_transform", "pad_to", "resize_antialias", "normalization", "noise_construction", "t_star", "respacing",
         "unet_fp16", "tf32", "subset", "alpha", "batch", "skip", "N0", "N", "columns", "max_order", "abstain")
 
 
@@ -26,7 +26,7 @@ def test_certify_defaults_come_from_the_row(name):
                                                      str(p.certify.batch), p.certify.alpha)
     assert (a.pad_to, a.imagenet_transform, a.resize_antialias, a.normalization) == (
         p.imagenet_pad_to, p.imagenet_transform, p.resize_antialias, p.normalization)
-    assert (a.noise, a.t_star, a.respacing, a.columns, a.max_order, a.subset) == (
+    assert (a.noise_construction, a.t_star, a.respacing, a.columns, a.max_order, a.subset) == (
         p.noise, p.t_star, p.respacing, p.columns, p.max_order, p.imagenet_subset)
     assert a.amp == ("fp16" if p.precision == "fp16" else "off") and a.unet_fp16 == p.unet_fp16
     assert rec["name"] == name and rec["from_flags"] == [] and rec["row"] == p.as_dict()

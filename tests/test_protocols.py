@@ -1,4 +1,4 @@
-"""The protocol table (core/protocols.py): its API, docs/PROTOCOLS.md, and each row's values against what
+"""The protocol table (core/runs/protocols.py): its API, docs/PROTOCOLS.md, and each row's values against what
 the reference scripts declare (argparse defaults and constants transcribed from their code)."""
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 
 from core.errors import MsrsError
-from core.protocols import DEFAULT_PROTOCOL, PROTOCOLS, Protocol, get_protocol, protocol_fields, protocols_markdown
+from core.runs.protocols import DEFAULT_PROTOCOL, PROTOCOLS, Protocol, get_protocol, protocol_fields, protocols_markdown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

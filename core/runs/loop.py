@@ -42,14 +42,15 @@ def execute(job: Job, outfile: str, columns: list[str], process: Callable[[int, 
         rank, world = parse_shard(args.shard)
     if world > 1:  # parts are written beside OUTFILE; OUTFILE itself only by the merge
         check_outfile(outfile, args.resume)
-    indices = files.select_indices(len(job.dataset), args.start, args.skip, args.max)
+    indices = job.example_indices()
     if job.split is not None:  # every rank works on every example; rank 0 alone writes
         return _execute_split(job, outfile, columns, process, desc, indices)
     mine = files.shard_indices(indices, rank, world)
     path = files.part_path(outfile, rank, world)
     writer = files.ResultWriter(path, columns, resume=args.resume)
     files.write_sidecar(path, _resolved(args), checkpoint_hashes(args),
-                        {"flags": job.flags, "rank": rank, "world": world, "indices": mine}, resume=args.resume)
+                        {"flags": job.flags, "protocol": getattr(args, "protocol_record", None), "rank": rank,
+                         "world": world, "indices": mine}, resume=args.resume)
     todo = [i for i in mine if i not in writer.done]
     with writer:
         for idx, row in _rows(job, todo, process, f"{desc} [{rank}/{world}]" if world > 1 else desc):
@@ -96,7 +97,8 @@ def _execute_split(job: Job, outfile: str, columns: list[str], process: Callable
     if rank == 0:
         writer = files.ResultWriter(outfile, columns, resume=job.args.resume)
         files.write_sidecar(outfile, _resolved(job.args), checkpoint_hashes(job.args),
-                            {"flags": job.flags, "split_n_world": job.split.world}, resume=job.args.resume)
+                            {"flags": job.flags, "protocol": getattr(job.args, "protocol_record", None),
+                             "split_n_world": job.split.world}, resume=job.args.resume)
         todo = [[i for i in indices if i not in writer.done]]
     dist.broadcast_object_list(todo, src=0)
     for idx, row in _rows(job, todo[0], process, desc, show=rank == 0):

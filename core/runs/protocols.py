@@ -8,19 +8,28 @@ flag, which overrides the row. The resolved row is recorded in each result's sid
 
 API (stable; scripts, tests and other modules read only these names)::
 
-    from core.protocols import PROTOCOLS, DEFAULT_PROTOCOL, get_protocol, protocols_markdown
+    from core.runs.protocols import PROTOCOLS, DEFAULT_PROTOCOL, get_protocol, protocols_markdown
     p = get_protocol("dds")        # -> Protocol (frozen); MsrsError naming the valid names otherwise
     p.resize_antialias             # True: DDS upsamples with antialias=True
     p.certify.N                    # 100000 (the reference script's argparse default)
     p.as_dict()                    # plain JSON-able dict (what the sidecar records)
     PROTOCOLS["cohen"].predict_abstain   # "wrong"
     protocols_markdown()           # the table of docs/PROTOCOLS.md (a test keeps the file equal to it)
+    resolve_protocol(args, "certify", dataset, device_type)   # fill unset flags from the row (see below)
 
 Every value is pinned by a test written from the reference code (tests/test_protocols*.py); the
-file and line each one comes from are listed in ``SOURCES``. Pure data: no torch, no I/O.
+file and line each one comes from are listed in ``SOURCES``. No torch, no I/O.
+
+``resolve_protocol`` fills every choice the user left at its default (None) from the row and says what
+was resolved (the sidecar records it). A flag given on the command line always wins over the row. Choices
+that only make sense for some datasets are resolved for the dataset at hand: the ImageNet transform,
+denoiser padding and subset apply to the ImageNet family; on CPU the precision is fp32 whatever the row
+says (the references' autocast fp16 and fp16 UNet are CUDA features), and bf16 / TF32 are never a row's
+choice: they are opt-in (``--amp bf16``, ``--tf32``).
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -293,7 +302,7 @@ def protocols_markdown() -> str:
     out = [
         "# Protocols: what each paper's code does around the math",
         "",
-        "Generated from `core/protocols.py` (`python -c \"from core.protocols import protocols_markdown; "
+        "Generated from `core/runs/protocols.py` (`python -c \"from core.runs.protocols import protocols_markdown; "
         "print(protocols_markdown(), end='')\" > docs/PROTOCOLS.md`); `tests/test_protocols.py` keeps this "
         "file equal to the table. Select a row with `--protocol NAME` (default `mdds`); each choice keeps its "
         "own flag, which overrides the row, and the resolved row is written to the result's sidecar JSON.",
@@ -308,3 +317,75 @@ def protocols_markdown() -> str:
     out += ["", "## Where each row comes from", ""]
     out += [f"- `{n}` ({PROTOCOLS[n].repo}): {SOURCES[n]}" for n in names]
     return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------ resolution
+CERTIFY, PREDICT, PREDICT_MDDS = "certify", "predict_ddpm", "predict_mdds"
+
+
+def is_imagenet_family(dataset: str) -> bool:
+    return dataset.replace("_", "-").startswith("imagenet")
+
+
+def row_values(p: Protocol, script: str, dataset: str) -> dict[str, Any]:
+    """The values of the row for one entry script and dataset, keyed by the flags' dest names."""
+    imagenet = is_imagenet_family(dataset)
+    v: dict[str, Any] = {
+        "imagenet_transform": p.imagenet_transform,
+        "pad_to": p.imagenet_pad_to if imagenet else None,
+        "resize_antialias": p.resize_antialias,
+        "normalization": p.normalization,
+        "noise_construction": p.noise,
+        "t_star": p.t_star,
+        "respacing": p.respacing,
+        "precision": p.precision,
+        "unet_fp16": p.unet_fp16,
+        "tf32": p.tf32_matmul,
+        "subset": p.imagenet_subset if dataset.replace("_", "-") == "imagenet" else "skip",
+        "alpha": p.certify.alpha,
+        "batch": str(p.certify.batch),
+        "skip": p.certify.skip,
+        "N0": p.certify.N0,
+    }
+    if script == CERTIFY:
+        v.update(columns=p.columns, max_order=p.max_order, N=p.certify.N)
+    elif script == PREDICT:
+        v.update(columns=p.predict_columns, abstain=p.predict_abstain, max_order=p.predict_max_order, N=p.predict_N)
+    elif script == PREDICT_MDDS:   # only MDDS has it: its own defaults whatever the row
+        v.update(max_order="max_first", N=200)
+    return v
+
+
+def resolve_protocol(args: argparse.Namespace, script: str, dataset: str | None = None,
+                     device_type: str = "cpu") -> dict[str, Any]:
+    """Set each protocol-governed attribute of `args` that is None to the row's value (in place).
+
+    Returns ``{"name", "resolved": {dest: value}, "from_flags": [dest, ...], "row": Protocol.as_dict()}``:
+    what the run uses, which of it the command line chose, and the whole row (for the sidecar).
+    ``--amp auto`` becomes the row's precision on CUDA ('fp16' or 'off') and 'off' on CPU.
+    """
+    name = getattr(args, "protocol", None) or DEFAULT_PROTOCOL
+    p = get_protocol(name)
+    dataset = dataset or getattr(args, "dataset", "")
+    resolved, from_flags = {}, []
+    for dest, value in row_values(p, script, dataset).items():
+        if dest == "precision":
+            if not hasattr(args, "amp"):
+                continue
+            if args.amp in (None, "auto"):
+                args.amp = ("fp16" if value == "fp16" else "off") if device_type == "cuda" else "off"
+            else:
+                from_flags.append("amp")
+            resolved["amp"] = args.amp
+            continue
+        if not hasattr(args, dest):
+            continue
+        if dest == "unet_fp16" and device_type != "cuda":
+            value = False            # the references' fp16 UNet is a CUDA runtime mode
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+        else:
+            from_flags.append(dest)
+        resolved[dest] = getattr(args, dest)
+    args.protocol = name
+    return {"name": name, "resolved": resolved, "from_flags": sorted(from_flags), "row": p.as_dict()}
