@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.cascade import MultiScaleSmooth  # noqa: E402
-from core.denoise import DenoiseThenClassify, load_denoisers  # noqa: E402
+from core.runs.loaders import load_denoisers  # noqa: E402
+from core.runs.setup import build_base_classifier  # noqa: E402
 from core.smoothing import Smooth, certify_from_counts, example_generator  # noqa: E402
 from core.stats import floor_radius  # noqa: E402
 from datasets import get_dataset  # noqa: E402
@@ -89,8 +90,8 @@ def main(argv=None) -> dict:
     for mode in args.modes:
         set_tf32(mode == "tf32")
         dtype = DTYPES[mode]
-        dens = load_denoisers(args.denoiser, sig, amp=dtype)
-        rec = {s: Recorder(DenoiseThenClassify(dens[s].to(device), clf, s, amp=dtype).eval()) for s in sig}
+        dens = load_denoisers(args.denoiser, sig)
+        rec = {s: Recorder(build_base_classifier(clf, dens[s], s, device, dtype, channels_last=False)) for s in sig}
         single, samples, cascade = {s: [] for s in sig}, {s: [] for s in sig}, []
         counts = {s: [] for s in sig}
         ms = MultiScaleSmooth({s: rec[s] for s in sig}, 10, p0=0.5)

@@ -238,20 +238,20 @@ def _clip_vit(num_classes: int, img_size: int, embed_dim: int, depth: int, num_h
 
 @register_model
 def CLIP_B16(num_classes: int = 1000, img_size: int = 224, drop_path_rate: float = 0.0,
-             freeze_conv1: bool = True) -> PixelClassifier:
+             freeze_conv1: bool = True, init_scale: float = 0.001) -> PixelClassifier:
     """FT-CLIP ViT-B/16 (768 wide, 12 layers, 12 heads) at 224, bicubic resize, mean/std 0.5.
 
     MDDS normalizes with ``IMAGENET_INCEPTION_MEAN/STD`` = 0.5/0.5 (not CLIP's own statistics), i.e. it
     feeds 2x − 1; their checkpoints were trained that way, so 0.5/0.5 is what reproduces them.
     """
-    return _clip_vit(num_classes, img_size, 768, 12, 12, drop_path_rate, freeze_conv1)
+    return _clip_vit(num_classes, img_size, 768, 12, 12, drop_path_rate, freeze_conv1, init_scale)
 
 
 @register_model
 def CLIP_B16_tiny(num_classes: int = 10, img_size: int = 32, drop_path_rate: float = 0.0,
-                  freeze_conv1: bool = True) -> PixelClassifier:
+                  freeze_conv1: bool = True, init_scale: float = 0.001) -> PixelClassifier:
     """CLIP_B16's key pattern at toy size (32 wide, 2 layers, 2 heads, 32x32): for tests."""
-    return _clip_vit(num_classes, img_size, 32, 2, 2, drop_path_rate, freeze_conv1)
+    return _clip_vit(num_classes, img_size, 32, 2, 2, drop_path_rate, freeze_conv1, init_scale)
 
 
 # MDDS / FT-CLIP key → timm key. Per block i: transformer.resblocks.{i}.<a> → blocks.{i}.<b>.
@@ -365,13 +365,19 @@ def init_from_openai_clip(model: nn.Module, sd: Mapping[str, torch.Tensor], path
 
 
 @register_model
-def hf_vit_base_patch16_224(num_classes: int = 10) -> PixelClassifier:
+def hf_vit_base_patch16_224(num_classes: int = 10, drop_path_rate: float = 0.0) -> PixelClassifier:
     """HF ``ViTForImageClassification`` at ViTConfig() defaults (google/vit-base-patch16-224-in21k: the DDS /
     FT-CADIS CIFAR-10 classifier ``aaraki/vit-base-patch16-224-in21k-finetuned-cifar10``) as a timm ViT
-    (models.foreign); mean = std = 0.5 (the ViT processor's), bicubic resize to 224 as DDS."""
+    (models.foreign); mean = std = 0.5 (the ViT processor's), bicubic resize to 224 as DDS.
+
+    ``drop_path_rate`` is what FT-CADIS's ``--drop_path`` does to this model (classifier.py
+    ViT_base_patch16_224): the *attention-probability* dropout of layer i set to linspace(0, rate, 12)[i], not
+    stochastic depth."""
     from models.foreign import HF_VIT_BASE_CONFIG, HF_VIT_MEAN, HF_VIT_STD, create_hf_vit
-    return PixelClassifier(Preprocess(224, HF_VIT_MEAN, HF_VIT_STD, "bicubic"),
-                           create_hf_vit(HF_VIT_BASE_CONFIG, num_classes))
+    net = create_hf_vit(HF_VIT_BASE_CONFIG, num_classes)
+    for p, blk in zip(torch.linspace(0, drop_path_rate, len(net.blocks)).tolist(), net.blocks):
+        blk.attn.attn_drop.p = p
+    return PixelClassifier(Preprocess(224, HF_VIT_MEAN, HF_VIT_STD, "bicubic"), net)
 
 
 # ---- Cohen / Salman CIFAR ResNet (locuslab/smoothing archs/cifar_resnet.py) ----------------------

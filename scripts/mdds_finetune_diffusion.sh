@@ -28,6 +28,6 @@ dist finetune_diffusion.py --mode mdds --dataset cifar10 --data_path "$DATA_PATH
 
 tsv="$OUT_DIR/certify/cifar10/ft_clip/mdds_ft/sigma_$(IFS=_; echo "${sigmas[*]}")_N${N}.tsv"
 certify cifar10 "$CLIP_CIFAR10" "$tsv" --sigmas "${sigmas[@]}" --N "$N" --skip "$SKIP" --batch "$BATCH" \
-  --arch CLIP_B16 --data_path "$DATA_PATH" --denoiser "$ckpt/denoiser.pt" --resume
+  --arch CLIP_B16 --data_path "$DATA_PATH" --denoiser "$ckpt/denoiser.pt" --protocol mdds --resume
 
 table "$tsv" --labels "MDDS_cascade_finetuned_diffusion" --radii 0 0.25 0.5 0.75 1.0 1.25 1.5 1.75 2.0

@@ -42,7 +42,7 @@ for sigma in "${sigmas[@]}"; do
     --weight_decay 1e-4 --lr_step_size 30 --gamma 0.1 --seed 0 --outdir "$stab" "${resume[@]}"
 
   for objective in mse stab_mse; do
-    certify cifar10 "$classifier" "$(result "$objective" "$sigma")" --sigmas "$sigma" \
+    certify cifar10 "$classifier" "$(result "$objective" "$sigma")" --sigmas "$sigma" --protocol salman \
       --denoiser "$(denoiser "$objective" "$sigma")/checkpoint.pth.tar" \
       --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" --resume
   done

@@ -280,6 +280,29 @@ _TABLE = (
 )
 
 
+@dataclass(frozen=True)
+class TrainRecipe:
+    """What train_clip.py does under a protocol (the rows' train_* text, as machine values).
+
+    augment: 'timm' (FT-CLIP / MDDS: RandAugment, erasing, colour jitter) or 'crop_flip' (FT-CADIS);
+    checkpoints: 'best' (checkpoint-best by eval acc1) or 'epochs' (FT-CADIS: checkpoint-{e} after epoch 1,
+    every 5th and the last; the last is certified); evaluation: 'ftclip' (run_class_finetuning.py: every
+    5th epoch and after 70 % of them, the EMA after half, everything every epoch with --eval_all) or
+    'every' (FT-CADIS); amp: the CUDA autocast of --amp auto; auto_resume: the default of --auto_resume."""
+    augment: str
+    checkpoints: str
+    evaluation: str
+    amp: str
+    auto_resume: bool
+
+
+TRAIN_RECIPES: dict[str, TrainRecipe] = {
+    "mdds": TrainRecipe(augment="timm", checkpoints="best", evaluation="ftclip", amp="fp16", auto_resume=True),
+    "cadis": TrainRecipe(augment="crop_flip", checkpoints="epochs", evaluation="every", amp="fp16",
+                         auto_resume=False),
+}
+
+
 def get_protocol(name: str) -> Protocol:
     """The protocol row ``name`` (one of PROTOCOLS); MsrsError naming the valid names otherwise."""
     if name not in PROTOCOLS:

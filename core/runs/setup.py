@@ -39,9 +39,11 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """--amp: 'auto' = bf16 on CUDA and off (None: float32) elsewhere; 'bf16' / 'fp16' on any device; 'off'."""
+    """--amp: 'bf16' / 'fp16' on any device; 'off' and 'auto' = None (float32). The scripts turn 'auto' into
+    the paper's precision first (certify family: --protocol; train_clip: fp16 on CUDA); bf16 is never a
+    default (it changes the numbers: bench/precision_agreement.py)."""
     if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "off"
+        amp = "off"
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
