@@ -16,8 +16,19 @@ import sys
 from typing import Callable
 
 from core.errors import MsrsError
-from core.runs.protocols import (ABSTAINS, COLUMNS, DEFAULT_PROTOCOL, IMAGENET_SUBSETS, IMAGENET_TRANSFORMS,
-                                 MAX_ORDERS, NOISES, NORMALIZATIONS, PROTOCOLS, RESPACINGS, T_STARS)
+from core.runs.protocols import (
+    ABSTAINS,
+    COLUMNS,
+    DEFAULT_PROTOCOL,
+    IMAGENET_SUBSETS,
+    IMAGENET_TRANSFORMS,
+    MAX_ORDERS,
+    NOISES,
+    NORMALIZATIONS,
+    PROTOCOLS,
+    RESPACINGS,
+    T_STARS,
+)
 
 SUBSETS = list(IMAGENET_SUBSETS)
 T_RULES = list(T_STARS)
