@@ -242,7 +242,9 @@ def test_train_clip_deepspeed_checkpoint_loads_and_certifies(tmp_path, monkeypat
     import importlib
     ds_torch = importlib.import_module("deepspeed.comm.torch")
     monkeypatch.setattr(ds_torch, "build_shm_op", lambda: None)          # skip a one-off C++ build (CPU shm allreduce)
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0").items():
+    from core.train.distributed import free_port                        # a fixed port collides with other runs
+    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                     LOCAL_RANK="0").items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "ds"
     flags = ("--model", "CLIP_B16_tiny", "--deepspeed", "--model_ema", "--model_ema_decay", "0.5",
