@@ -2,13 +2,15 @@
 certified results of the denoise-then-classify pipeline under autocast bf16 / fp16 vs fp32.
 
     python bench/precision_agreement.py                       # CPU: zoo digits DDPM + digits_cnn, ~30 min
-    python bench/precision_agreement.py --device cuda --modes fp32 fp16 bf16 tf32
+    python bench/precision_agreement.py --device cuda --modes fp32 fp16 bf16 tf32 compile
 
 Every mode sees the same noise draws (the example generators of certify.py, drawn in fp32 before autocast),
 so each difference comes from the arithmetic. Printed per sigma (single-sigma CERTIFY) and for the MDDS
 cascade: the fraction of noise samples whose label differs from fp32's, the mean total-variation distance
 of the count vectors, the fraction of examples whose (prediction, radius) row differs, and the certified
-accuracy at r = 0, .25, .5, .75, 1 for every mode. `tf32` (CUDA only) is fp32 with TF32 matmul/cudnn.
+accuracy at r = 0, .25, .5, .75, 1 for every mode, against each --references mode (fp32: the precision of
+DDS, FT-CADIS, Cohen, Salman; fp16: MDDS's autocast). `tf32` (CUDA only) is fp32 with TF32 matmul/cudnn;
+`compile` is fp32 through torch.compile (inductor), as certify.py --compile.
 CPU fp16 autocast runs PyTorch's CPU half kernels: the rounding of inputs and weights is the paper's
 (MDDS's torch.cuda.amp fp16), the accumulation order is not the GPU's.
 """
@@ -33,7 +35,7 @@ from core.stats import floor_radius  # noqa: E402
 from datasets import get_dataset  # noqa: E402
 from models.classifiers import load_classifier  # noqa: E402
 
-DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": None, "tf32": None, "compile": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
@@ -72,7 +74,10 @@ def main(argv=None) -> dict:
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--modes", nargs="+", default=["fp32", "bf16", "fp16"], choices=list(DTYPES))
+    p.add_argument("--modes", nargs="+", default=["fp32", "fp16", "bf16", "compile"], choices=list(DTYPES))
+    p.add_argument("--references", nargs="+", default=["fp32", "fp16"], choices=list(DTYPES),
+                   help="compare every mode with each of these (the papers' precisions: fp32 for DDS / FT-CADIS / "
+                        "Cohen / Salman, fp16 autocast for MDDS)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write the figures as JSON here")
@@ -91,7 +96,8 @@ def main(argv=None) -> dict:
         set_tf32(mode == "tf32")
         dtype = DTYPES[mode]
         dens = load_denoisers(args.denoiser, sig)
-        rec = {s: Recorder(build_base_classifier(clf, dens[s], s, device, dtype, channels_last=False)) for s in sig}
+        rec = {s: Recorder(build_base_classifier(clf, dens[s], s, device, dtype, channels_last=False,
+                                                 compile=mode == "compile")) for s in sig}   # --compile's
         single, samples, cascade = {s: [] for s in sig}, {s: [] for s in sig}, []
         counts = {s: [] for s in sig}
         ms = MultiScaleSmooth({s: rec[s] for s in sig}, 10, p0=0.5)
@@ -115,16 +121,21 @@ def main(argv=None) -> dict:
                               "cascade": cascade}
         print(f"{mode}: {time.time() - t0:.0f} s", flush=True)
     set_tf32(False)
-    report = summarize(res, labels_true, sig)
-    print(format_report(report, args.modes, sig))
+    refs = [r for r in args.references if r in args.modes]
+    report = {r: summarize(res, labels_true, sig, r) for r in refs}
+    for r in refs:
+        print(f"\n== against {r}")
+        print(format_report(report[r], args.modes, sig, r))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"args": vars(args), "n_examples": len(idxs), "report": report}, f, indent=1)
+            json.dump({"args": vars(args), "n_examples": len(idxs), "torch": torch.__version__,
+                       "seconds": {m: res["modes"][m]["seconds"] for m in args.modes}, "report": report}, f, indent=1)
     return report
 
 
-def summarize(res: dict, labels: list[int], sig: list[float]) -> dict:
-    ref = res["modes"]["fp32"]
+def summarize(res: dict, labels: list[int], sig: list[float], reference: str = "fp32") -> dict:
+    """Each mode against `reference` on the same draws."""
+    ref = res["modes"][reference]
     out: dict = {}
     for mode, m in res["modes"].items():
         row: dict = {}
@@ -144,11 +155,11 @@ def certified_accuracy(rows: list[tuple[int, float]], labels: list[int]) -> list
     return [float(np.mean([p == y and r >= rad for (p, r), y in zip(rows, labels)])) for rad in RADII]
 
 
-def format_report(report: dict, modes: list[str], sig: list[float]) -> str:
+def format_report(report: dict, modes: list[str], sig: list[float], reference: str = "fp32") -> str:
     lines = [f"certified accuracy at r = {', '.join(map(str, RADII))}"]
     for key in [f"sigma={s}" for s in sig] + ["cascade"]:
         lines.append(f"\n{key}")
-        lines.append("| mode | label flips vs fp32 | count TV | rows differ | certified accuracy |")
+        lines.append(f"| mode | label flips vs {reference} | count TV | rows differ | certified accuracy |")
         lines.append("|---|---|---|---|---|")
         for mode in modes:
             r = report[mode][key]

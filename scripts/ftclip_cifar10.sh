@@ -22,5 +22,5 @@ dist train_clip.py --model CLIP_B16 --data cifar10 --data_path "$DATA_PATH" --fi
   --protocol mdds --eval_all --output_dir "$out" --auto_resume
 
 # clean accuracy of the checkpoint the certify scripts use (model_ema)
-dist train_clip.py --eval --model CLIP_B16 --data cifar10 --data_path "$DATA_PATH" \
+dist train_clip.py --eval --protocol mdds --model CLIP_B16 --data cifar10 --data_path "$DATA_PATH" \
   --finetune "$out/checkpoint-best/mp_rank_00_model_states.pt"

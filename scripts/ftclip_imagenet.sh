@@ -19,5 +19,5 @@ dist train_clip.py --model CLIP_B16 --data imagenet --data_path "$DATA_PATH" --f
   --model_ema --model_ema_decay 0.9998 --deepspeed --num_workers 8 --seed 0 \
   --protocol mdds --eval_all --output_dir "$out" --auto_resume
 
-dist train_clip.py --eval --model CLIP_B16 --data imagenet --data_path "$DATA_PATH" \
+dist train_clip.py --eval --protocol mdds --model CLIP_B16 --data imagenet --data_path "$DATA_PATH" \
   --finetune "$out/checkpoint-best/mp_rank_00_model_states.pt"

@@ -24,7 +24,7 @@ dist finetune_diffusion.py --mode mdds --dataset cifar10 --data_path "$DATA_PATH
   --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --classifier "$CLIP_CIFAR10" --arch CLIP_B16 \
   --sigmas "${sigmas[@]}" --num_noises 4 --ac_weight 1 --diff_weight 1 \
   --epochs 10 --batch_size 16 --lr 1e-5 --optimizer AdamW --ema_decay 0.999 --seed 0 \
-  --output_dir "$ckpt" "${resume[@]}"
+  --protocol mdds --output_dir "$ckpt" "${resume[@]}"
 
 tsv="$OUT_DIR/certify/cifar10/ft_clip/mdds_ft/sigma_$(IFS=_; echo "${sigmas[*]}")_N${N}.tsv"
 certify cifar10 "$CLIP_CIFAR10" "$tsv" --sigmas "${sigmas[@]}" --N "$N" --skip "$SKIP" --batch "$BATCH" \

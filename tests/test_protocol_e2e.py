@@ -3,6 +3,7 @@ sidecar's record of the resolved protocol, and the entry-script behaviours of is
 reference scripts: one-sigma MDDS columns (item 12), Cohen's PREDICT (item 9), MDDS's accuracy CSV and
 CIFAR-10-C groups (item 1), ImageNet-A/R labels and 200-class prior (item 2), FT-CADIS's subset (item 7)."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from PIL import Image
 
 from core.runs.protocols import PROTOCOLS
 from tests.conftest import run_main
+from tests.test_scripts import SCRIPTS, script_runs
 
 CASCADE = ["idx", "label", "predict", "radius", "r_neg", "correct", "pred_uc", "corr_uc", "stage", "time"]
 COHEN = ["idx", "label", "predict", "radius", "correct", "time"]
@@ -202,3 +204,36 @@ def test_ftcadis_one_image_per_class(tmp_path, tiny_1k):
     df = pd.read_csv(out, sep="\t")
     ds = get_dataset("imagenet", "test", str(tmp_path))
     assert df["idx"].tolist() == one_per_class(ds.targets, 1000, 0) and df["label"].tolist() == [0, 5, 9]
+
+
+# each paper's script names its paper's protocol on every certify / predict / training command it prints
+SCRIPT_PAPERS = {"mdds": "mdds", "ftclip": "mdds", "dds": "dds", "ftcadis": "cadis", "densepure": "densepure",
+                 "cohen": "cohen", "salman": "salman"}
+PROTOCOL_SCRIPTS = {"certify", "predict_ddpm", "predict_mdds", "train_clip", "finetune_diffusion"}
+
+
+def paper_scripts():
+    return [s for s in SCRIPTS if os.path.basename(s).split("_")[0] in SCRIPT_PAPERS]
+
+
+@pytest.mark.parametrize("script", paper_scripts(), ids=lambda s: s.rsplit("/", 1)[-1])
+def test_scripts_name_their_protocol(script):
+    paper = SCRIPT_PAPERS[os.path.basename(script).split("_")[0]]
+    runs = [(m, list(a), shown) for m, a, shown in script_runs(script) if m in PROTOCOL_SCRIPTS]
+    assert runs, f"{script} prints no certify / predict / training command"
+    for module, args, shown in runs:
+        given = [args[i + 1] for i, a in enumerate(args) if a == "--protocol"]
+        assert given == [paper], f"{os.path.basename(script)} should pass --protocol {paper} once:\n  {shown}"
+
+
+def test_max_order_through_certify(tmp_path):
+    """Item 13 / pitfall 14 through certify.py: with --skip 100 --max 150, MDDS's certify.py checks max first
+    (rows 0, 100); Cohen's (and DDS's, DensePure's, Salman's) loop checks skip first and, 150 not being a
+    multiple of 100, never stops (rows 0, 100, 200, 300 of the 360 digits)."""
+    flags = ["--sigmas", "0.5", "--denoiser", "none", "--N0", "4", "--N", "8", "--batch", "8", "--device", "cpu",
+             "--skip", "100", "--max", "150"]
+    for protocol, rows in (("mdds", [0, 100]), ("cohen", [0, 100, 200, 300])):
+        out = tmp_path / f"{protocol}.tsv"
+        r = run_main("certify.py", "digits", "zoo:digits_cnn", str(out), *flags, "--protocol", protocol)
+        assert r.returncode == 0, r.stderr
+        assert pd.read_csv(out, sep="\t")["idx"].tolist() == rows

@@ -124,3 +124,19 @@ def test_adam_then_sgd_ref_is_adam():
     assert type(make_optimizer("AdamThenSGD_ref", p, 1e-3)) is torch.optim.Adam
     assert finetune_diffusion.get_args_parser().parse_args(["--optimizer", "AdamThenSGD_ref"]).optimizer == \
         "AdamThenSGD_ref"
+
+
+def test_finetune_diffusion_protocol_is_the_modes_paper():
+    """finetune_diffusion.py: --mode dncnn is Salman's training, the diffusion modes MDDS's; --protocol defaults
+    to that paper and another row (which has no denoiser training) is a one-line error, never ignored."""
+    import finetune_diffusion
+    from core.train.denoiser import check_args
+    parser = finetune_diffusion.get_args_parser()
+    a = parser.parse_args(["--mode", "dncnn", "--noise_sd", "0.25"])
+    check_args(a)
+    assert a.protocol == "salman"
+    a = parser.parse_args(["--mode", "ddpm", "--denoiser_config", "digits-ddpm", "--protocol", "mdds"])
+    check_args(a)
+    assert a.protocol == "mdds"
+    with pytest.raises(MsrsError, match="--mode dncnn trains as --protocol salman"):
+        check_args(parser.parse_args(["--mode", "dncnn", "--noise_sd", "0.25", "--protocol", "dds"]))

@@ -114,6 +114,9 @@ def model_parser(smoothing: bool = True) -> argparse.ArgumentParser:
                    help="sigma -> timestep: first (DDS / MDDS) or densepure (float / nearest t*)")
     g.add_argument("--respacing", choices=RESPACINGS, default=None,
                    help="--num_t_steps > 1: discrete betas, or densepure's (continuous cosine alphas on CIFAR)")
+    g.add_argument("--unet_fp16", type=str2bool, default=None,
+                   help="the guided-diffusion UNet in its use_fp16 mode on CUDA (MDDS, DensePure ImageNet); default: "
+                        "the protocol's")
     g.add_argument("--num_t_steps", type=int, default=1, help="DensePure: reverse steps from t* (1 = one-shot DDS)")
     g.add_argument("--reverse_seeds", type=int, default=1, help="DensePure: reverse runs majority-voted per sample")
     return p
@@ -163,9 +166,8 @@ def runtime_parser(device: bool = True) -> argparse.ArgumentParser:
                             "fp32 for the others) and off elsewhere; bf16 / fp16 as given (opt-in speed: "
                             "bench/precision_agreement.py measures it); off = float32")
         g.add_argument("--tf32", type=str2bool, default=None,
-                       help="TF32 matmuls on CUDA (opt-in speed; the references ran with torch's default, off)")
-        g.add_argument("--unet_fp16", type=str2bool, default=None,
-                       help="the guided-diffusion UNet in its use_fp16 mode on CUDA (MDDS, DensePure ImageNet)")
+                       help="TF32 matmuls on CUDA (opt-in speed; the references ran with torch's default, off; "
+                            "training scripts too)")
     return p
 
 

@@ -24,7 +24,7 @@ from core.runs.loaders import load_denoiser
 from core.runs.parsers import need, resolve_ddpm_path
 from core.runs.protocols import TRAIN_RECIPES
 from core.runs.setup import amp_dtype as resolve_amp
-from core.runs.setup import resolve_device
+from core.runs.setup import resolve_device, set_backend_flags
 from core.train import engine
 from core.train.augment import classifier_transform, crop_flip_transform, train_split
 from core.train.deepspeed_glue import ds_config, save_deepspeed_layout
@@ -241,6 +241,7 @@ def run(args: argparse.Namespace) -> dict:
     """Train (or --eval); returns the last epoch's log row (the evaluation's numbers with --eval)."""
     check_args(args)
     device = resolve_device(args.device)
+    set_backend_flags(device, bool(args.tf32))
     if args.amp == "auto":            # FT-CLIP (DeepSpeed fp16) and FT-CADIS (--use_fp16 true) train in fp16
         args.amp = TRAIN_RECIPES[args.protocol].amp if device.type == "cuda" else "off"
     with processes(device, deepspeed=args.deepspeed) as (rank, world):
