@@ -115,6 +115,8 @@ def check_parses(module: str, args: list[str], shown: str) -> argparse.Namespace
         pytest.fail(f"{module} rejects the arguments (exit {e.code}) of:\n  {shown}")
     try:
         if module in SMOOTHING:
+            from core.runs.protocols import resolve_protocol
+            resolve_protocol(ns, module, ns.dataset)        # as main() does before its checks
             cli.check_args(ns)
             if module == "predict_ddpm":
                 assert ns.sigma > 0, f"sigma must be > 0: {shown}"
