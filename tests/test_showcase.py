@@ -1,0 +1,88 @@
+"""core.showcase: the digits demo figure (dashed upper envelope of the single-σ curves) and stage outcomes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import showcase
+from core.analysis import read_results
+from core.errors import MsrsError
+
+HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+
+
+def tsv(tmp_path: Path, name: str, rows: list[tuple[float, int]]) -> Path:
+    """A certify file of (radius, correct) rows."""
+    p = tmp_path / name
+    p.write_text(HEADER + "".join(f"{i}\t1\t{1 if c else 2}\t{r}\t{c}\t0.1\n" for i, (r, c) in enumerate(rows)))
+    return p
+
+
+@pytest.fixture
+def runs(tmp_path):
+    a = tsv(tmp_path, "a.tsv", [(0.9, 1), (0.0, 0), (0.2, 1), (0.0, 0)])     # 0.5 up to 0.2, 0.25 to 0.9
+    b = tsv(tmp_path, "b.tsv", [(0.3, 1), (0.3, 1), (0.4, 1), (0.1, 1)])     # 1.0 up to 0.1, 0.75, ..., 0.25 to 0.4
+    c = tsv(tmp_path, "c.tsv", [(2.0, 1), (2.0, 1), (2.0, 1), (2.0, 1)])     # not in the envelope
+    return [read_results(p) for p in (a, b, c)]
+
+
+def test_envelope_is_the_pointwise_max(runs):
+    radii = [0.0, 0.1, 0.15, 0.3, 0.35, 0.4, 0.5, 0.9, 1.0]
+    np.testing.assert_allclose(showcase.envelope_accuracy(runs[:2], radii),
+                               [1.0, 1.0, 0.75, 0.75, 0.25, 0.25, 0.25, 0.25, 0.0])
+    with pytest.raises(MsrsError):
+        showcase.envelope_accuracy([], radii)
+
+
+def test_plot_draws_the_envelope_dashed(runs, tmp_path):
+    out = tmp_path / "fig.png"
+    fig = showcase.plot_with_envelope(runs, ["a", "b", "c"], [0, 1], out, title="t")
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["a", "b", "c", "upper envelope of a, b"]
+    line = ax.get_lines()[-1]
+    assert line.get_linestyle() == "--"
+    x, y = line.get_xdata(), line.get_ydata()
+    for r, want in ((0.0, 1.0), (0.3, 0.75), (0.9, 0.25), (1.5, 0.0)):   # the values at the grid points
+        assert y[np.argmin(np.abs(x - r))] == pytest.approx(want)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(MsrsError, match="envelope_of"):
+        showcase.plot_with_envelope(runs, ["a", "b", "c"], [3])
+
+
+def test_cli(tmp_path, runs, capsys):
+    files = [tsv(tmp_path, f"{n}.tsv", [(0.5, 1), (0.0, 0)]) for n in ("x", "y")]
+    out = tmp_path / "cli.png"
+    showcase.main([str(f) for f in files] + ["--envelope_of", "0", "1", "--plot", str(out)])
+    assert out.exists()
+    with pytest.raises(SystemExit) as e:
+        showcase.main([str(f) for f in files] + ["--labels", "only-one", "--envelope_of", "0",
+                                                      "--plot", str(out)])
+    assert e.value.code == 2 and "one per file" in capsys.readouterr().err
+
+
+def cascade_tsv(tmp_path: Path, rows: list[tuple[int, int, float, int]]) -> Path:
+    """A cascade file of (label, predict, radius, stage) rows."""
+    p = tmp_path / "cascade.tsv"
+    p.write_text("idx\tlabel\tpredict\tradius\tr_neg\tcorrect\tpred_uc\tcorr_uc\tstage\ttime\n" + "".join(
+        f"{i}\t{y}\t{c}\t{r}\t-100\t{int(c == y)}\t{c}\t{int(c == y)}\t{s}\t0.1\n"
+        for i, (y, c, r, s) in enumerate(rows)))
+    return p
+
+
+def test_stage_outcomes(tmp_path):
+    rows = [(1, 1, 1.2, 0), (2, 2, 0.9, 0), (3, 5, 0.4, 0), (4, -2, 0.0, 0),     # right, right, wrong, undecided
+            (5, 5, 0.3, 1), (6, -2, 0.0, 1), (7, 7, 0.1, 2), (8, -1, 0.0, 2)]    # handed on to stage 1
+    df = read_results(cascade_tsv(tmp_path, rows))
+    o = showcase.stage_outcome(df, 0)
+    assert (o.reached, o.certified_correct, o.certified_wrong, o.undecided, o.abstained) == (1, 2 / 8, 1 / 8, 1 / 8, 4 / 8)
+    o = showcase.stage_outcome(df, 2)
+    assert (o.reached, o.certified_correct, o.certified_wrong, o.undecided, o.abstained) == (2 / 8, 1 / 8, 0, 0, 1 / 8)
+    table = showcase.format_stage_outcomes([df], ["mdds"])
+    assert "| mdds | 0.250 | 0.125 | 0.125 | 0.500 | 8 |" in table
+    with pytest.raises(MsrsError, match="cascade"):
+        showcase.stage_outcome(read_results(tsv(tmp_path, "single.tsv", [(0.5, 1)])))
+    out = tmp_path / "fig.png"
+    text = showcase.main([str(tsv(tmp_path, "s.tsv", [(0.5, 1)])), str(tmp_path / "cascade.tsv"),
+                          "--labels", "s", "mdds", "--envelope_of", "0", "--plot", str(out)])
+    assert text == table and out.exists()
