@@ -45,13 +45,14 @@ tsvs+=("$out/mdds_plain/$name" "$out/mdds/$name")
 labels+=("MDDS cascade, plain DDPM" "MDDS cascade, MDDS fine-tuned")
 
 radii=(--radii 0 0.25 0.5 0.75 1.0 1.5 2.0)
-table "${tsvs[@]}" --labels "${labels[@]}" "${radii[@]}"
-table "${tsvs[@]:0:3}" --labels "${labels[@]:0:3}" "${radii[@]}" --envelope   # best single sigma per radius
-showcase=("$PYTHON" -m core.showcase "${tsvs[@]}" --labels "${labels[@]}" --envelope_of 0 1 2 --plot "$PLOT"
+# the table, what each cascade's sigma=1 stage did, and the figure (dashed: envelope of the DDS curves)
+showcase=("$PYTHON" scripts/digits_showcase.py "${tsvs[@]}" --labels "${labels[@]}" "${radii[@]}"
+          --envelope_of 0 1 2 --plot "$PLOT"
           --title "digits: certified accuracy (N=$N, $CLASSIFIER + diffusion denoiser)")
 if [[ "$LAUNCH" == local ]]; then
-  run "${showcase[@]}"      # the sigma=1 stage of each cascade, and the figure
+  run "${showcase[@]}"
 else
   printf -v line '%q ' "${showcase[@]}"
-  echo "# when the jobs are done, the figure: ${line% }"
+  echo "# when the jobs are done, the table and figure: ${line% }"
 fi
+table "${tsvs[@]:0:3}" --labels "${labels[@]:0:3}" "${radii[@]}" --envelope   # the best single sigma per radius

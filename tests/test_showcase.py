@@ -1,13 +1,16 @@
-"""core.showcase: the digits demo figure (dashed upper envelope of the single-σ curves) and stage outcomes."""
+"""core.runs.showcase and scripts/digits_showcase.py: the digits demo figure (dashed upper envelope of the
+single-σ curves) and the cascade stage outcomes."""
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import showcase
-from core.analysis import read_results
+from core.runs import showcase
+from core.runs.analysis import read_results
 from core.errors import MsrsError
 
+ROOT = Path(__file__).resolve().parents[1]
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 
 
@@ -50,15 +53,27 @@ def test_plot_draws_the_envelope_dashed(runs, tmp_path):
         showcase.plot_with_envelope(runs, ["a", "b", "c"], [3])
 
 
-def test_cli(tmp_path, runs, capsys):
+def script():
+    spec = importlib.util.spec_from_file_location("digits_showcase", ROOT / "scripts" / "digits_showcase.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_script(argv: list[str]) -> str:
+    mod = script()
+    return mod.main(mod.get_args_parser().parse_args(argv))
+
+
+def test_cli(tmp_path, capsys):
     files = [tsv(tmp_path, f"{n}.tsv", [(0.5, 1), (0.0, 0)]) for n in ("x", "y")]
     out = tmp_path / "cli.png"
-    showcase.main([str(f) for f in files] + ["--envelope_of", "0", "1", "--plot", str(out)])
-    assert out.exists()
+    text = run_script([str(f) for f in files] + ["--radii", "0", "0.5", "--envelope_of", "0", "1", "--plot", str(out)])
+    assert "| x | 0.500 | 0.500 |" in text and "stage 0" not in text and out.exists()
+    mod = script()
     with pytest.raises(SystemExit) as e:
-        showcase.main([str(f) for f in files] + ["--labels", "only-one", "--envelope_of", "0",
-                                                      "--plot", str(out)])
-    assert e.value.code == 2 and "one per file" in capsys.readouterr().err
+        mod.run_cli(mod.main, mod.get_args_parser(), [str(f) for f in files] + ["--envelope_of", "2", "--plot", str(out)])
+    assert e.value.code == 2 and "envelope_of" in capsys.readouterr().err
 
 
 def cascade_tsv(tmp_path: Path, rows: list[tuple[int, int, float, int]]) -> Path:
@@ -83,6 +98,6 @@ def test_stage_outcomes(tmp_path):
     with pytest.raises(MsrsError, match="cascade"):
         showcase.stage_outcome(read_results(tsv(tmp_path, "single.tsv", [(0.5, 1)])))
     out = tmp_path / "fig.png"
-    text = showcase.main([str(tsv(tmp_path, "s.tsv", [(0.5, 1)])), str(tmp_path / "cascade.tsv"),
-                          "--labels", "s", "mdds", "--envelope_of", "0", "--plot", str(out)])
-    assert text == table and out.exists()
+    text = run_script([str(tsv(tmp_path, "s.tsv", [(0.5, 1)])), str(tmp_path / "cascade.tsv"),
+                       "--labels", "s", "mdds", "--envelope_of", "0", "--plot", str(out)])
+    assert text.endswith("\n" + table) and "| mdds | 0.500 |" in text and out.exists()

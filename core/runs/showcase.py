@@ -1,29 +1,22 @@
-"""The digits showcase (scripts/digits_demo.sh): a certified-accuracy plot with the upper envelope of
-the single-σ runs as a dashed line, and what each cascade did at one stage.
+"""The digits showcase (scripts/digits_demo.sh, through scripts/digits_showcase.py): a certified-accuracy
+plot with the upper envelope of the single-σ runs as a dashed line, and what a cascade did at one stage
+(certified correct, certified wrong, undecided (−2), abstained: handed to the next σ).
 
-    python -m core.showcase s25.tsv s50.tsv s100.tsv plain.tsv mdds.tsv --labels "σ=0.25" "σ=0.5" "σ=1" \\
-        plain MDDS --envelope_of 0 1 2 --plot fig.png --title digits
-
-prints, for every cascade file, the outcome of its first (largest-σ) stage as fractions of all rows:
-certified correct, certified wrong, undecided (−2), abstained (handed to the next σ), and writes the
-plot. The envelope is the pointwise maximum over the chosen runs of certified accuracy at each radius
-(what one would get by picking the best single σ for every radius after the fact); the other curves
-are `core.analysis.plot_certified_accuracy`'s.
+The envelope is the pointwise maximum over the chosen runs of certified accuracy at each radius (what
+one would get by picking the best single σ for every radius after the fact); the other curves are
+`core.runs.analysis.plot_certified_accuracy`'s.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from core.analysis import (ABSTAIN, UNDECIDED, certified_accuracy, has_radius, plot_certified_accuracy,
-                           read_results, save_figure)
 from core.errors import MsrsError
+from core.runs.analysis import ABSTAIN, UNDECIDED, certified_accuracy, has_radius, plot_certified_accuracy, save_figure
 
 ENVELOPE_LABEL = "upper envelope of {}"
 
@@ -93,39 +86,3 @@ def format_stage_outcomes(dfs: Sequence[pd.DataFrame], labels: Sequence[str], st
         lines.append(f"| {label} | {o.certified_correct:.3f} | {o.certified_wrong:.3f} | {o.undecided:.3f} | "
                      f"{o.abstained:.3f} | {len(df)} |")
     return "\n".join(lines) + "\n"
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("python -m core.showcase", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("tsv", nargs="+", help="result files (any format analyze.py reads)")
-    p.add_argument("--labels", nargs="+", metavar="NAME", help="one curve name per file (default: file stem)")
-    p.add_argument("--envelope_of", nargs="+", type=int, required=True, metavar="I",
-                   help="0-based indices of the files whose upper envelope is drawn dashed")
-    p.add_argument("--plot", required=True, metavar="OUT.png|OUT.pdf|OUT.svg", help="figure to write (overwritten)")
-    p.add_argument("--title", default=None)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> str:
-    args = get_args_parser().parse_args(argv)
-    try:
-        if args.labels is not None and len(args.labels) != len(args.tsv):
-            raise MsrsError(f"--labels gives {len(args.labels)} names for {len(args.tsv)} files; give one per file")
-        labels = args.labels or [os.path.splitext(os.path.basename(p))[0] for p in args.tsv]
-        dfs = [read_results(p) for p in args.tsv]
-        cascades = [(df, label) for df, label in zip(dfs, labels) if df.attrs.get("format") == "cascade"]
-        text = format_stage_outcomes(*zip(*cascades)) if cascades else ""
-        import matplotlib
-        matplotlib.use("Agg")   # headless; set here, never at import
-        plot_with_envelope(dfs, labels, args.envelope_of, args.plot, title=args.title)
-    except MsrsError as e:
-        print(f"showcase: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    sys.stdout.write(text)
-    print(f"wrote {args.plot}", file=sys.stderr)
-    return text
-
-
-if __name__ == "__main__":
-    main()
