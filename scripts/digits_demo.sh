@@ -7,7 +7,7 @@
 # (docs/digits_certified.png: the curves and, dashed, the upper envelope of the three single-sigma curves).
 #
 # Usage: bash scripts/digits_demo.sh [--dry-run]
-# Env: OUT_DIR, N (1000), N0 (64), SKIP (6: 60 of the 360 test digits), BATCH (500), DEVICE (cpu),
+# Env: OUT_DIR (OUTPUT), N (1000), N0 (64), SKIP (6: 60 of the 360 test digits), BATCH (500), DEVICE (cpu),
 #      PLOT (docs/digits_certified.png), CLASSIFIER (zoo:digits_cnn), DENOISER (zoo:digits_ddpm),
 #      PLAIN (zoo:digits_ddpm_plain), OMP_NUM_THREADS (2); see scripts/lib.sh.
 # Output: $OUT_DIR/certify/digits/{dds/sigma_S_N$N.tsv, mdds/sigma_0.25_0.50_1.00_N$N.tsv,
@@ -15,10 +15,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 
-N="${N:-1000}"
+noise_defaults 1000 6 500        # N, SKIP (every 6th of the 360 test digits: 60), BATCH
 N0="${N0:-64}"
-SKIP="${SKIP:-6}"
-BATCH="${BATCH:-500}"
 DEVICE="${DEVICE:-cpu}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 PLOT="${PLOT:-docs/digits_certified.png}"
@@ -30,29 +28,22 @@ common=(--N0 "$N0" --N "$N" --skip "$SKIP" --batch "$BATCH" --device "$DEVICE" -
 
 tsvs=()
 labels=()
-for sigma in 0.25 0.50 1.00; do
-  tsv="$out/dds/sigma_${sigma}_N${N}.tsv"
-  certify digits "$CLASSIFIER" "$tsv" --sigmas "$sigma" --denoiser "$DENOISER" "${common[@]}"
-  tsvs+=("$tsv")
-  labels+=("DDS sigma=${sigma}")
-done
+LABEL_PREFIX="DDS " certify_each_sigma digits "$CLASSIFIER" "$out/dds" --denoiser "$DENOISER" "${common[@]}"
 
-sigmas=(0.25 0.50 1.00)
-name="sigma_$(IFS=_; echo "${sigmas[*]}")_N${N}.tsv"
-certify digits "$CLASSIFIER" "$out/mdds_plain/$name" --sigmas "${sigmas[@]}" --denoiser "$PLAIN" "${common[@]}"
-certify digits "$CLASSIFIER" "$out/mdds/$name" --sigmas "${sigmas[@]}" --denoiser "$DENOISER" "${common[@]}"
+name="sigma_0.25_0.50_1.00_N${N}.tsv"
+certify digits "$CLASSIFIER" "$out/mdds_plain/$name" --sigma25 --sigma50 --sigma100 --denoiser "$PLAIN" "${common[@]}"
+certify digits "$CLASSIFIER" "$out/mdds/$name" --sigma25 --sigma50 --sigma100 --denoiser "$DENOISER" "${common[@]}"
 tsvs+=("$out/mdds_plain/$name" "$out/mdds/$name")
 labels+=("MDDS cascade, plain DDPM" "MDDS cascade, MDDS fine-tuned")
 
-radii=(--radii 0 0.25 0.5 0.75 1.0 1.5 2.0)
-# the table, what each cascade's sigma=1 stage did, and the figure (dashed: envelope of the DDS curves)
-showcase=("$PYTHON" scripts/digits_showcase.py "${tsvs[@]}" --labels "${labels[@]}" "${radii[@]}"
-          --envelope_of 0 1 2 --plot "$PLOT"
+# the table, the envelope of the three DDS runs and each cascade's gap to it, what each cascade's sigma=1
+# stage did, and the figure (dashed: that envelope)
+showcase=("$PYTHON" scripts/digits_showcase.py "${tsvs[@]}" --labels "${labels[@]}"
+          --radii 0 0.25 0.5 0.75 1.0 1.5 2.0 --envelope_of 0 1 2 --plot "$PLOT"
           --title "digits: certified accuracy (N=$N, $CLASSIFIER + diffusion denoiser)")
 if [[ "$LAUNCH" == local ]]; then
   run "${showcase[@]}"
 else
   printf -v line '%q ' "${showcase[@]}"
-  echo "# when the jobs are done, the table and figure: ${line% }"
+  echo "# when the jobs are done, the tables and figure: ${line% }"
 fi
-table "${tsvs[@]:0:3}" --labels "${labels[@]:0:3}" "${radii[@]}" --envelope   # the best single sigma per radius

@@ -13,14 +13,15 @@
 #   3. digits_ddpm        finetune_diffusion.py --mode mdds: MDDS fine-tuning of (2) against the frozen (1)
 #                         at sigma 0.25/0.5/1 (ALGORITHMS §3d). (2) is kept and shipped: the cascade with
 #                         it is the "before" of the README's fine-tuning comparison. MDDS_EPOCHS=0 skips (3).
-# Weights are bit-identical across runs on one machine (same torch build and thread count); other
-# CPUs may differ in the last bits.
+# Weights are bit-identical across runs on one machine with the same torch build and thread count:
+# the script pins OMP_NUM_THREADS to 1 (the DDPM's last bits change with the thread count; the shipped
+# zoo was built with 1); other CPUs may differ in the last bits.
 #
 # Environment overrides (tests use tiny values): PYTHON, ZOO_OUT (default models/zoo), ZOO_WORK
 # (logs and resumable checkpoints; default $TMPDIR/msrs_zoo_work, emptied first), SEED, CNN_EPOCHS (30),
 # DDPM_EPOCHS (120), MDDS_EPOCHS (32, of MDDS_STEPS = 30 steps), T_MAX (760), STEPS_PER_EPOCH (0: full
 # epochs; caps every stage when > 0), EVAL_MAX (denoised-accuracy test images, 0: all 360),
-# OMP_NUM_THREADS (2).
+# OMP_NUM_THREADS (1).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 
@@ -35,7 +36,7 @@ STEPS_PER_EPOCH="${STEPS_PER_EPOCH:-0}"
 EVAL_MAX="${EVAL_MAX:-0}"
 MDDS_STEPS=30
 ((STEPS_PER_EPOCH > 0)) && MDDS_STEPS="$STEPS_PER_EPOCH"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 if ! is_dry; then
   rm -rf "$ZOO_WORK/digits_cnn" "$ZOO_WORK/digits_ddpm" "$ZOO_WORK/digits_ddpm_mdds"   # a fresh run, not a resume
   mkdir -p "$ZOO_OUT" "$ZOO_WORK"

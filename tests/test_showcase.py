@@ -37,6 +37,21 @@ def test_envelope_is_the_pointwise_max(runs):
         showcase.envelope_accuracy([], radii)
 
 
+def test_envelope_gaps_table(runs):
+    text = showcase.format_envelope_gaps(runs, ["a", "b", "c"], [0, 1], [0.0, 0.3, 0.9, 1.0])
+    lines = text.splitlines()
+    assert lines[0] == "| upper envelope of the single-σ runs | r=0 | r=0.3 | r=0.9 | r=1 | ACR |"
+    # ACR: a = (0.9 + 0.2) / 4, b = (0.3 + 0.3 + 0.4 + 0.1) / 4 = 0.275 (the best), c = 2.0
+    assert lines[2] == "| envelope | 1.000 | 0.750 | 0.250 | 0.000 | 0.2750 (best single) |"
+    assert lines[3] == "| best single run | b | b | a | - | |"
+    assert lines[4] == "| c − envelope (pp) | +0.0 | +25.0 | +75.0 | +100.0 | +1.7250 |"
+    assert len(lines) == 5
+    tie = showcase.format_envelope_gaps(runs, ["a", "b", "c"], [0, 1, 2], [0.0]).splitlines()
+    assert tie[3] == "| best single run | b/c | |" and len(tie) == 4
+    with pytest.raises(MsrsError, match="envelope_of"):
+        showcase.format_envelope_gaps(runs, ["a", "b", "c"], [], [0.0])
+
+
 def test_plot_draws_the_envelope_dashed(runs, tmp_path):
     out = tmp_path / "fig.png"
     fig = showcase.plot_with_envelope(runs, ["a", "b", "c"], [0, 1], out, title="t")
@@ -68,8 +83,9 @@ def run_script(argv: list[str]) -> str:
 def test_cli(tmp_path, capsys):
     files = [tsv(tmp_path, f"{n}.tsv", [(0.5, 1), (0.0, 0)]) for n in ("x", "y")]
     out = tmp_path / "cli.png"
-    text = run_script([str(f) for f in files] + ["--radii", "0", "0.5", "--envelope_of", "0", "1", "--plot", str(out)])
+    text = run_script([str(f) for f in files] + ["--radii", "0", "0.5", "--envelope_of", "0", "--plot", str(out)])
     assert "| x | 0.500 | 0.500 |" in text and "stage 0" not in text and out.exists()
+    assert text.endswith("| y − envelope (pp) | +0.0 | +0.0 | +0.0000 |\n")
     mod = script()
     with pytest.raises(SystemExit) as e:
         mod.run_cli(mod.main, mod.get_args_parser(), [str(f) for f in files] + ["--envelope_of", "2", "--plot", str(out)])

@@ -16,7 +16,15 @@ import numpy as np
 import pandas as pd
 
 from core.errors import MsrsError
-from core.runs.analysis import ABSTAIN, UNDECIDED, certified_accuracy, has_radius, plot_certified_accuracy, save_figure
+from core.runs.analysis import (
+    ABSTAIN,
+    UNDECIDED,
+    average_certified_radius,
+    certified_accuracy,
+    has_radius,
+    plot_certified_accuracy,
+    save_figure,
+)
 
 ENVELOPE_LABEL = "upper envelope of {}"
 
@@ -28,14 +36,45 @@ def envelope_accuracy(dfs: Sequence[pd.DataFrame], radii) -> np.ndarray:
     return np.max(np.stack([certified_accuracy(df, radii) for df in dfs]), axis=0)
 
 
+def format_envelope_gaps(dfs: Sequence[pd.DataFrame], labels: Sequence[str], envelope_of: Sequence[int],
+                         radii) -> str:
+    """A markdown table: the upper envelope of the runs at `envelope_of` (certified accuracy at each
+    radius, and which of them is best there), then every other run's difference to it in percentage
+    points, and each run's ACR beside the best ACR of the enveloped runs."""
+    envelope_of = _check_indices(envelope_of, len(dfs))
+    radii = np.atleast_1d(np.asarray(radii, dtype=float))
+    chosen = [dfs[i] for i in envelope_of]
+    env = envelope_accuracy(chosen, radii)
+    acc = np.stack([certified_accuracy(df, radii) for df in chosen])
+    best_acr = max(average_certified_radius(df) for df in chosen)
+    lines = ["| upper envelope of the single-σ runs | " + " | ".join(f"r={r:g}" for r in radii) + " | ACR |",
+             "|---|" + "---:|" * (len(radii) + 1),
+             "| envelope | " + " | ".join(f"{a:.3f}" for a in env) + f" | {best_acr:.4f} (best single) |",
+             "| best single run | " + " | ".join(
+                 "/".join(labels[envelope_of[k]] for k in np.flatnonzero(acc[:, j] == env[j])) if env[j] > 0 else "-"
+                 for j in range(len(radii))) + " | |"]
+    for i, (df, label) in enumerate(zip(dfs, labels)):
+        if i in envelope_of:
+            continue
+        gap = (certified_accuracy(df, radii) - env) * 100
+        lines.append(f"| {label} − envelope (pp) | " + " | ".join(f"{g:+.1f}" for g in gap)
+                     + f" | {average_certified_radius(df) - best_acr:+.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _check_indices(envelope_of: Sequence[int], n: int) -> list[int]:
+    envelope_of = list(envelope_of)
+    if not envelope_of or any(not 0 <= i < n for i in envelope_of):
+        raise MsrsError(f"--envelope_of needs run indices in 0..{n - 1}, got {envelope_of}")
+    return envelope_of
+
+
 def plot_with_envelope(dfs: Sequence[pd.DataFrame], labels: Sequence[str], envelope_of: Sequence[int],
                        out: str | os.PathLike | None = None, title: str | None = None, num_points: int = 2000):
     """`plot_certified_accuracy(dfs, labels)` plus a dashed black step curve: the upper envelope of the
     runs at indices `envelope_of`, evaluated on a fine grid plus every radius in those files (so its
     steps sit where the data puts them). Returns the Figure; with `out` the file is written atomically."""
-    envelope_of = list(envelope_of)
-    if not envelope_of or any(not 0 <= i < len(dfs) for i in envelope_of):
-        raise MsrsError(f"--envelope_of needs run indices in 0..{len(dfs) - 1}, got {envelope_of}")
+    envelope_of = _check_indices(envelope_of, len(dfs))
     fig = plot_certified_accuracy(dfs, labels, None, title=title, num_points=num_points)
     ax = fig.axes[0]
     chosen = [dfs[i] for i in envelope_of]
@@ -44,9 +83,9 @@ def plot_with_envelope(dfs: Sequence[pd.DataFrame], labels: Sequence[str], envel
                                  + [df["radius"].dropna().to_numpy(float) for df in chosen]))
     name = ", ".join(labels[i] for i in envelope_of)
     ax.plot(r, envelope_accuracy(chosen, r), color="black", linestyle="--", linewidth=1.2, alpha=0.8,
-            drawstyle="steps-pre", label=ENVELOPE_LABEL.format(name), zorder=1)
+            drawstyle="steps-pre", label=ENVELOPE_LABEL.format(name), zorder=3)
     ax.set_xlim(lo, hi)
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower left", fontsize="small")   # the curves fill the upper right
     if out is not None:
         save_figure(fig, out)
     return fig
