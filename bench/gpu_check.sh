@@ -45,7 +45,7 @@ if [ "$DRY" = 1 ]; then
   AGREE=(--modes fp32 bf16 --skip 120 --sigmas 0.25 0.5 --N0 8 --N 32 --batch 32); TORCHRUN_DEVICE=cpu; export CUDA_VISIBLE_DEVICES=""
 else
   DEVICE=cuda; CONFIG=cifar; SECONDS_PER=4; ROUNDS=3; N_TORCHRUN=2000; PRECISIONS="off fp16 bf16 bf16+compile"; BATCH=()
-  AGREE=(--modes fp32 fp16 bf16 tf32 --N 2000 --batch 1000); TORCHRUN_DEVICE=cuda:0
+  AGREE=(--modes fp32 fp16 bf16 tf32 compile --N 2000 --batch 1000); TORCHRUN_DEVICE=cuda:0
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
