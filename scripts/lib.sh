@@ -14,6 +14,7 @@
 #   LAUNCH         certify jobs: local | slurm (a job array of SHARDS shards + a dependent merge job,
 #                  scripts/slurm/*.sbatch) | submitit (scripts/submitit_certify.py)     (local)
 #   SHARDS         shards per certify job for LAUNCH=slurm|submitit                       (8)
+#   RUN_DIR        training scripts: the run's output folder (continue a run there)  (the script's own)
 #                  Slurm options: the SBATCH_* variables sbatch reads itself (SBATCH_PARTITION,
 #                  SBATCH_ACCOUNT, SBATCH_TIMELIMIT, SBATCH_GRES, ...), or edit scripts/slurm/*.sbatch.
 # Checkpoints (a missing one fails before anything runs, naming the variable and the path):
@@ -85,6 +86,50 @@ parse_args() {
 }
 
 is_dry() { [[ "$DRY_RUN" == 1 ]]; }
+
+# parse_ftcadis_args "$@": FT-CADIS's train_cifar10.sh / train_imagenet.sh flags, same names and meanings:
+#   --ngpus N (sets GPUS)  --noise S (train, and certify, at S only)  --blr LR  --batch B (per GPU)
+#   --accum_iter K  --lbd L  --num_noises M  --eps E  --weight_decay W  --weight_decay_end W
+#   --layer_decay D  --resume [--load_from CKPT]
+# and ours: --train-only (stop after training), --dry-run, --help. Sets FT_<NAME> (empty: not given;
+# the script then uses its recipe's value), FT_RESUME, TRAIN_ONLY.
+parse_ftcadis_args() {
+  local rest=() name
+  FT_NOISE='' FT_BLR='' FT_BATCH='' FT_ACCUM_ITER='' FT_LBD='' FT_NUM_NOISES='' FT_EPS='' FT_WEIGHT_DECAY=''
+  FT_WEIGHT_DECAY_END='' FT_LAYER_DECAY='' FT_LOAD_FROM='' FT_RESUME=0 TRAIN_ONLY=0
+  while (($#)); do
+    case "$1" in
+      --ngpus | --noise | --blr | --batch | --accum_iter | --lbd | --num_noises | --eps | --weight_decay | \
+      --weight_decay_end | --layer_decay | --load_from)
+        if (($# < 2)); then echo "$(basename "$0"): $1 needs a value" >&2; exit 2; fi
+        name="${1#--}"
+        if [[ "$name" == ngpus ]]; then GPUS="$2"; else printf -v "FT_${name^^}" '%s' "$2"; fi
+        shift 2 ;;
+      --resume) FT_RESUME=1; shift ;;
+      --train-only) TRAIN_ONLY=1; shift ;;
+      --eps_double | --warmup_eps)
+        echo "$(basename "$0"): $1 (doubling the attack radius) is not supported by train_clip.py" >&2; exit 2 ;;
+      *) rest+=("$1"); shift ;;
+    esac
+  done
+  if [[ -n "$FT_LOAD_FROM" && "$FT_RESUME" != 1 ]]; then
+    echo "$(basename "$0"): note: --load_from without --resume is ignored (as in FT-CADIS)" >&2
+    FT_LOAD_FROM=''
+  fi
+  if [[ "$FT_RESUME" == 1 && -n "$FT_LOAD_FROM" && -z "$FT_NOISE" ]]; then
+    echo "$(basename "$0"): --resume --load_from continues one run: give its --noise too" >&2; exit 2
+  fi
+  parse_args "${rest[@]+"${rest[@]}"}"
+}
+
+# effective_batch GPUS BATCH ACCUM NUM_NOISES: FT-CADIS's rule, images per optimizer step
+# (ngpus x batch per GPU x accum_iter // num_noises: each step's batch holds num_noises copies per image).
+effective_batch() {
+  if (($2 % $4)); then
+    echo "$(basename "$0"): --batch $2 must be a multiple of --num_noises $4" >&2; exit 2
+  fi
+  echo "$(($1 * $2 * $3 / $4))"
+}
 
 # show CMD...: print the command, shell-quoted, on one line after "+ ".
 show() {
