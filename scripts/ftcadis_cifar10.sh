@@ -24,19 +24,11 @@ N="${N:-100000}"
 SKIP="${SKIP:-1}"
 BATCH="${BATCH:-400}"
 out="$OUT_DIR/certify/cifar10/ftcadis"
-batch="${FT_BATCH:-32}"
-num_noises="${FT_NUM_NOISES:-4}"
-accum="${FT_ACCUM_ITER:-$((4 * $(accum_for 4)))}"
-echo "# effective batch $(effective_batch "$GPUS" "$batch" "$accum" "$num_noises") = ngpus $GPUS x batch $batch" \
-     "x accum_iter $accum // num_noises $num_noises"
-sigmas=(0.25 0.50 1.00)
-[[ -n "$FT_NOISE" ]] && sigmas=("$(printf '%.2f' "$FT_NOISE")")
+ftcadis_recipe 32 4
 
 tsvs=()
 for sigma in "${sigmas[@]}"; do
-  ckpt="$CKPT_DIR/ftcadis_cifar10/sigma_${sigma}"
-  resume=()
-  if [[ -n "$FT_LOAD_FROM" ]]; then ckpt="$(dirname "$FT_LOAD_FROM")"; resume=(--load_from "$FT_LOAD_FROM"); fi
+  ftcadis_run_dir "$CKPT_DIR/ftcadis_cifar10/sigma_${sigma}"
   dist train_clip.py --objective cadis --model timm:vit_base_patch16_224 --finetune "$VIT_CIFAR10" \
     --data cifar10 --data_path "$DATA_PATH" --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" \
     --sigma "$sigma" --test_noise_sd "$sigma" --num_noises "$num_noises" --lbd "${FT_LBD:-4.0}" \

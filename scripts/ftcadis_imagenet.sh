@@ -23,19 +23,11 @@ SKIP="${SKIP:-50}"
 BATCH="${BATCH:-32}"
 out="$OUT_DIR/certify/imagenet/ftcadis"
 arch=timm:vit_base_patch16_clip_384.laion2b_ft_in12k_in1k
-batch="${FT_BATCH:-16}"
-num_noises="${FT_NUM_NOISES:-2}"
-accum="${FT_ACCUM_ITER:-$((4 * $(accum_for 4)))}"
-echo "# effective batch $(effective_batch "$GPUS" "$batch" "$accum" "$num_noises") = ngpus $GPUS x batch $batch" \
-     "x accum_iter $accum // num_noises $num_noises"
-sigmas=(0.25 0.50 1.00)
-[[ -n "$FT_NOISE" ]] && sigmas=("$(printf '%.2f' "$FT_NOISE")")
+ftcadis_recipe 16 2
 
 tsvs=()
 for sigma in "${sigmas[@]}"; do
-  ckpt="$CKPT_DIR/ftcadis_imagenet/sigma_${sigma}"
-  resume=()
-  if [[ -n "$FT_LOAD_FROM" ]]; then ckpt="$(dirname "$FT_LOAD_FROM")"; resume=(--load_from "$FT_LOAD_FROM"); fi
+  ftcadis_run_dir "$CKPT_DIR/ftcadis_imagenet/sigma_${sigma}"
   dist train_clip.py --objective cadis --model "$arch" --finetune "$VIT_IMAGENET" --lora_r 4 --lora_alpha 4 \
     --data imagenet --data_path "$DATA_PATH" --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET" \
     --sigma "$sigma" --test_noise_sd "$sigma" --num_noises "$num_noises" --lbd "${FT_LBD:-2.0}" \

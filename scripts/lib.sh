@@ -122,6 +122,38 @@ parse_ftcadis_args() {
   parse_args "${rest[@]+"${rest[@]}"}"
 }
 
+# ftcadis_recipe BATCH NUM_NOISES: after parse_ftcadis_args, set batch and num_noises (given, else the
+# recipe's BATCH and NUM_NOISES), accum (--accum_iter, else 16/GPUS: the recipe's 4 x 4 GPUs, so the
+# effective batch stays 128 on any GPU count) and sigmas (--noise, else the table's 0.25 0.50 1.00);
+# print the effective batch.
+ftcadis_recipe() {
+  batch="${FT_BATCH:-$1}"
+  num_noises="${FT_NUM_NOISES:-$2}"
+  accum="${FT_ACCUM_ITER:-$((4 * $(accum_for 4)))}"
+  echo "# effective batch $(effective_batch "$GPUS" "$batch" "$accum" "$num_noises") = ngpus $GPUS x batch $batch" \
+       "x accum_iter $accum // num_noises $num_noises"
+  sigmas=(0.25 0.50 1.00)
+  if [[ -n "$FT_NOISE" ]]; then sigmas=("$(printf '%.2f' "$FT_NOISE")"); fi
+}
+
+# ftcadis_run_dir DIR: the run folder of one sigma (DIR, or the folder of --load_from) and its resume flags.
+ftcadis_run_dir() {
+  ckpt="$1"
+  resume=()
+  if [[ -n "$FT_LOAD_FROM" ]]; then ckpt="$(dirname "$FT_LOAD_FROM")"; resume=(--load_from "$FT_LOAD_FROM"); fi
+}
+
+# mdds_ft_clip DATASET KEY "$@": MDDS's scripts/ft_clip/DATASET.sh: our FT-CLIP recipe (scripts/ftclip_DATASET.sh)
+# reading DATA and writing where MDDS does, OUTPUT/CLIP_ft/CLIP_openai/DATASET/KEY/base/<date>/ (or RUN_DIR).
+mdds_ft_clip() {
+  local dataset="$1" key="$2"
+  shift 2
+  case " $* " in *" --help "* | *" -h "*) usage; exit 0 ;; esac
+  export DATA_PATH="${DATA:-$DATA_PATH}"
+  export RUN_DIR="${RUN_DIR:-$OUT_DIR/CLIP_ft/CLIP_openai/$dataset/$key/base/$(date +%Y%m%d_%H%M%S)}"
+  exec bash "$SCRIPTS_DIR/ftclip_$dataset.sh" "$@"
+}
+
 # effective_batch GPUS BATCH ACCUM NUM_NOISES: FT-CADIS's rule, images per optimizer step
 # (ngpus x batch per GPU x accum_iter // num_noises: each step's batch holds num_noises copies per image).
 effective_batch() {

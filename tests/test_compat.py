@@ -264,3 +264,13 @@ def test_train_denoiser_maps_every_flag_and_defaults():
 def test_train_denoiser_mixing(extra, match):
     with pytest.raises(MsrsError, match=match):
         runs("train_denoiser", "--dataset cifar10 --arch cifar_dncnn --outdir D --noise 0.25 " + extra)
+
+
+# ---- the thin scripts named after the papers' ------------------------------------------------------------
+
+def test_thin_scripts_read_their_paper_form():
+    from tests.conftest import run_script
+    r = run_script("eval_certified_densepure.py", "--config", "cifar10.yml", "--domain", "cifar10", "stray")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cannot be mixed" in r.stderr
+    r = run_script("train_denoiser.py", "--help")
+    assert r.returncode == 0 and "Salman et al.'s command line" in r.stdout and "--noise_sd" in r.stdout

@@ -11,10 +11,5 @@
 # Env: DATA (default $DATA_PATH, else datasets), RUN_DIR (continue that run instead of a new dated one),
 #      GPUS (1, accumulating 2 steps: MDDS's 2 x 64; GPUS=2 launches as MDDS does), CLIP_OPENAI (the
 #      OpenAI CLIP ViT-B/16 weights to start from), OUT_DIR (OUTPUT); see scripts/lib.sh.
-if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
-  sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"
-  exit 0
-fi
-export DATA_PATH="${DATA:-${DATA_PATH:-datasets}}"
-export RUN_DIR="${RUN_DIR:-${OUT_DIR:-OUTPUT}/CLIP_ft/CLIP_openai/cifar10/FT100_6E4_D06_NC/base/$(date +%Y%m%d_%H%M%S)}"
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../ftclip_cifar10.sh" "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+mdds_ft_clip cifar10 FT100_6E4_D06_NC "$@"
