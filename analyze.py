@@ -4,13 +4,13 @@
     python analyze.py sigma_*.tsv --format latex --envelope --radii 0.25 0.5 0.75 1.0 1.25 1.5
     python analyze.py A.tsv B.tsv --compare --plot curves.png
 
-The logic lives in core/analysis.py.
+The logic lives in core/runs/analysis.py.
 """
 import argparse
 import sys
 
-from core.analysis import DEFAULT_RADII, analyze, plot_certified_accuracy
-from core.errors import MsrsError
+from core.runs.analysis import DEFAULT_RADII, analyze, plot_certified_accuracy
+from core.runs.parsers import run_cli
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -51,9 +51,4 @@ def main(args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    _args = get_args_parser().parse_args()
-    try:
-        main(_args)
-    except MsrsError as e:
-        print(f"analyze.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, get_args_parser())

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from core import cli, pipeline
 from core.cascade import MultiScaleSmooth
-from core.stats import floor_radius
+from core.runs import analysis, loop, parsers, setup
 from core.smoothing import Smooth
+from core.stats import floor_radius
 
 SINGLE_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
 CASCADE_COLUMNS = ["idx", "label", "predict", "radius", "r_neg", "correct", "pred_uc", "corr_uc", "stage", "time"]
@@ -21,8 +21,7 @@ CASCADE_COLUMNS = ["idx", "label", "predict", "radius", "r_neg", "correct", "pre
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("certify.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                parents=[cli.data_parser(), cli.model_parser(), cli.smoothing_parser(),
-                                         cli.runtime_parser()])
+                                parents=parsers.certify_family())
     p.add_argument("dataset", help="digits, cifar10, cifar10c, cifar10.1, imagenet, imagenet-a, imagenet-r")
     p.add_argument("classifier", help="classifier checkpoint path or zoo:NAME")
     p.add_argument("outfile", help="output TSV (never overwritten; --resume continues it)")
@@ -36,10 +35,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> str | None:
-    cli.check_args(args)
-    sigmas = cli.sigmas_from_args(args)
-    pipeline.check_outfile(args.outfile, args.resume)
-    job = pipeline.setup(args, sigmas)
+    parsers.check_args(args)
+    sigmas = parsers.sigmas_from_args(args)
+    loop.check_outfile(args.outfile, args.resume)
+    job = setup.setup(args, sigmas)
     columns = list(SINGLE_COLUMNS if len(sigmas) == 1 else CASCADE_COLUMNS)
     if args.adaptive:
         columns.insert(columns.index("time"), "n_used")
@@ -78,11 +77,11 @@ def main(args: argparse.Namespace) -> str | None:
                 row["n_used"] = res.n_used
             return row
 
-    path = pipeline.execute(job, args.outfile, columns, process, desc="certify")
+    path = loop.execute(job, args.outfile, columns, process, desc="certify")
     if path == args.outfile:
-        pipeline.print_summary(path, args.summary_radii)
+        analysis.print_summary(path, args.summary_radii)
     return path
 
 
 if __name__ == "__main__":
-    cli.run_cli(main, get_args_parser())
+    parsers.run_cli(main, get_args_parser())

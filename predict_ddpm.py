@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from core import cli, pipeline, predict_common
+from core.errors import MsrsError
+from core.runs import loop, parsers, predict, setup
 from core.smoothing import ABSTAIN, Smooth
 
 COLUMNS = ["idx", "label", "pred0", "pred1", "correct", "time", "conf"]
@@ -18,8 +19,7 @@ COLUMNS = ["idx", "label", "pred0", "pred1", "correct", "time", "conf"]
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("predict_ddpm.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                parents=[cli.data_parser(), cli.model_parser(), cli.smoothing_parser(n_default=200),
-                                         cli.runtime_parser()])
+                                parents=parsers.certify_family(n_default=200))
     p.add_argument("dataset")
     p.add_argument("classifier", help="classifier checkpoint path or zoo:NAME")
     p.add_argument("sigma", type=float, help="noise level (pixel space)")
@@ -29,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
-    job = pipeline.setup(args, [args.sigma], dataset)
+    job = setup.setup(args, [args.sigma], dataset)
     smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma, split=job.split)
     batch = job.batch_size(args.sigma, args.N)
 
@@ -39,15 +39,15 @@ def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
         pred1 = int(probs.argmax()) if pred0 == ABSTAIN else pred0
         return dict(idx=idx, label=label, pred0=pred0, pred1=pred1, correct=int(pred1 == label),
                     conf=f"{float(probs.max()):.4}")
-    return pipeline.execute(job, outfile, COLUMNS, process, desc="predict")
+    return loop.execute(job, outfile, COLUMNS, process, desc="predict")
 
 
 def main(args: argparse.Namespace):
-    cli.check_args(args)
+    parsers.check_args(args)
     if not args.sigma > 0:
-        raise cli.MsrsError(f"sigma must be > 0, got {args.sigma}")
-    return predict_common.run_datasets(args, run_one, tag=f"N{args.N}_{args.sigma}")
+        raise MsrsError(f"sigma must be > 0, got {args.sigma}")
+    return predict.run_datasets(args, run_one, tag=f"N{args.N}_{args.sigma}")
 
 
 if __name__ == "__main__":
-    cli.run_cli(main, get_args_parser())
+    parsers.run_cli(main, get_args_parser())

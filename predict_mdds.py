@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 
-from core import cli, pipeline, predict_common
 from core.cascade import MultiScaleSmooth
+from core.errors import MsrsError
+from core.runs import loop, parsers, predict, setup
 
 COLUMNS = ["idx", "label", "pred0", "predict", "correct", "time", "stage", "c_max"]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("predict_mdds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                parents=[cli.data_parser(), cli.model_parser(), cli.smoothing_parser(n_default=200),
-                                         cli.runtime_parser()])
+                                parents=parsers.certify_family(n_default=200))
     p.add_argument("dataset")
     p.add_argument("classifier", help="classifier checkpoint path or zoo:NAME")
     p.add_argument("outfile", help="output TSV (a directory for cifar10c)")
@@ -29,8 +29,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
-    sigmas = cli.sigmas_from_args(args)
-    job = pipeline.setup(args, sigmas, dataset)
+    sigmas = parsers.sigmas_from_args(args)
+    job = setup.setup(args, sigmas, dataset)
     ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
                           split=job.split)
     batch = min(job.batch_size(s, args.N) for s in sigmas)
@@ -42,17 +42,17 @@ def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
         return dict(idx=idx, label=label, pred0=res.pred0, predict=res.prediction,
                     correct=int(res.prediction == label), stage=res.stage,
                     c_max=f"{float(logits.softmax(0).max()):.4}")
-    return pipeline.execute(job, outfile, COLUMNS, process, desc="predict")
+    return loop.execute(job, outfile, COLUMNS, process, desc="predict")
 
 
 def main(args: argparse.Namespace):
-    cli.check_args(args)
+    parsers.check_args(args)
     if not 0 <= args.unif_w <= 1:
-        raise cli.MsrsError(f"--unif_w must be in [0, 1], got {args.unif_w}")
-    sigmas = cli.sigmas_from_args(args)
-    return predict_common.run_datasets(args, run_one, tag="N{}_{}_P{}".format(
+        raise MsrsError(f"--unif_w must be in [0, 1], got {args.unif_w}")
+    sigmas = parsers.sigmas_from_args(args)
+    return predict.run_datasets(args, run_one, tag="N{}_{}_P{}".format(
         args.N, "_".join(f"{s:.2f}" for s in sorted(sigmas)), args.skip_p))
 
 
 if __name__ == "__main__":
-    cli.run_cli(main, get_args_parser())
+    parsers.run_cli(main, get_args_parser())

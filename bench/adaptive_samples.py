@@ -34,7 +34,7 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import adaptive, stats  # noqa: E402
-from core.smoothing import ABSTAIN, certify_from_counts  # noqa: E402
+from core.smoothing import ABSTAIN, certify_from_counts, sequential_certify  # noqa: E402
 
 LOGS = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference_results" / "salman"
 LOG_N, LOG_ALPHA, K = 10_000, 1e-3, 10
@@ -81,7 +81,7 @@ def run_row(probs: np.ndarray, sigma: float, n0: int, N: int, alpha: float, rng:
     def sample(num: int) -> np.ndarray:
         draws.append(rng.multinomial(num, probs))
         return draws[-1]
-    pred, radius, n_used = adaptive.sequential_certify(sample, sigma, n0, N, alpha, **schedule)
+    pred, radius, n_used = sequential_certify(sample, sigma, n0, N, alpha, **schedule)
     selection, estimation = draws[0], np.sum(draws[1:], axis=0)
     estimation = estimation + rng.multinomial(N - int(estimation.sum()), probs)  # complete the stream to N
     fixed_pred, fixed_radius, _ = certify_from_counts(selection, estimation, alpha, sigma)

@@ -37,9 +37,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import speed  # noqa: E402
+from core.runs import speed  # noqa: E402
 from core.denoise import DenoiseThenClassify, DiffusionDenoiser  # noqa: E402
-from core.pipeline import amp_dtype, build_base_classifier, resolve_device, set_backend_flags  # noqa: E402
+from core.runs.setup import amp_dtype, build_base_classifier, resolve_device, set_backend_flags  # noqa: E402
 from core.smoothing import Smooth, example_generator  # noqa: E402
 
 # name: (diffusion config, classifier arch, input shape, classes)
@@ -58,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="models (random weights); default: cifar on CUDA, small otherwise")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--sigma", type=float, default=0.25)
-    p.add_argument("--batch", default="auto", help="our batch size, or 'auto' (core.speed.auto_batch_size)")
+    p.add_argument("--batch", default="auto", help="our batch size, or 'auto' (core.runs.speed.auto_batch_size)")
     p.add_argument("--ref_batch", default="auto",
                    help="the reference loop's batch size; 'auto': ours, or what fits its fp32 models if smaller "
                         "(DDS's README uses 200 on CIFAR-10)")

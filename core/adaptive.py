@@ -1,6 +1,12 @@
 """Sample-efficient CERTIFY (``--adaptive``, ALGORITHMS §7b): draw the estimation samples in growing
 rounds and stop as soon as the certified radius is settled on an evaluation grid of radii.
 
+This module holds what the fixed and the sequential paths share: a sigma's draws and their bounds at the
+looks (``Stage``; fixed-N CERTIFY is the one-look case at the full alpha), the look schedule and its
+alpha split, and the stopping rule (``settle``). The decisions are the papers' own and live with them:
+Cohen's in ``core.smoothing`` (``certify_decision``), the MDDS cascade's in ``core.cascade``
+(``run_cascade``); both run the same code on one look (fixed N) and on many (``--adaptive``).
+
 **Looks.** Estimation draws are examined only at a fixed, data-independent schedule of sample sizes
 n_1 < n_2 < ... < n_L = n_max (``look_schedule``: geometric), and the one-sided level alpha is split over
 them: look l uses alpha_l = w_l * alpha with sum_l w_l <= 1 (``look_weights``: FINAL_SHARE of alpha on
@@ -27,7 +33,7 @@ radius after all (bench/adaptive_samples.py). The default grid is 0, .25, .5, ..
 radius n_max draws can certify at alpha_L.
 
 **Cascade (MDDS, ALGORITHMS §3b).** Stage k runs at alpha_k = alpha / (k + 1) as in
-``core.cascade.cascade_decide``, itself split over the looks. At each look of stage k:
+the fixed cascade (``core.cascade.run_cascade``, the same loop), itself split over the looks. At each look of stage k:
 pLower >= p0 -> certify cAHat (keep sampling while the capped radius can still reach the next grid
 radius); pUpper < p0 -> the stage confidently abstains: leave it now and go on to the next sigma;
 otherwise keep sampling, and end UNDECIDED at n_max or as soon as neither certifying nor abstaining
@@ -51,14 +57,12 @@ Samples are drawn through callables ``sample(num) -> counts`` that continue one 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from core import stats
-from core.cascade import UNDECIDED, CascadeResult, StageCounts, capped_result, offclass_radius, stage_alpha
-from core.smoothing import ABSTAIN
 
 FIRST_LOOK = 256       # estimation draws at the first look
 GROWTH = 1.3           # each look multiplies the draws so far by this factor (the last one is n_max)
@@ -124,17 +128,24 @@ def _predicted_hits(k: int, n: int, n_last: int, z: float, high: bool) -> int:
     return min(n_last, math.ceil(mean + z * sd)) if high else max(k, math.floor(mean - z * sd))
 
 
-class SequentialStage:
-    """One sigma's draws: n0 selection draws pick cAHat, then estimation draws up to each look.
+@dataclass
+class StageCounts:
+    """The two independent count vectors of one stage: n0 selection draws, n estimation draws."""
+    selection: np.ndarray
+    estimation: np.ndarray
 
-    ``pLower``/``pUpper`` are cAHat's bounds intersected over the looks so far (look l at alpha * w_l),
-    valid simultaneously with probability >= 1 - alpha (see the module docstring).
+
+class Stage:
+    """One sigma's draws: n0 selection draws pick cAHat (their argmax, ties -> the lowest class; never
+    reused), then estimation draws up to each look.
+
+    ``pLower``/``pUpper`` are cAHat's Clopper-Pearson bounds intersected over the looks so far (look l at
+    alpha * w_l), valid simultaneously with probability >= 1 - alpha (see the module docstring). With one
+    look at weight 1 (``Stage.fixed``) they are fixed-N CERTIFY's bounds at alpha.
     """
 
     def __init__(self, sample: Sampler, sigma: float, n0: int, looks: Sequence[int], weights: Sequence[float],
                  alpha: float, futility: float = FUTILITY):
-        if n0 < 1:
-            raise ValueError(f"need n0 >= 1 selection draws, got {n0}")
         self.sample, self.sigma, self.looks, self.weights, self.alpha = sample, sigma, list(looks), list(weights), alpha
         if not 0 < futility < 0.5:
             raise ValueError(f"need futility in (0, 0.5), got {futility}")
@@ -145,6 +156,18 @@ class SequentialStage:
         self.look = -1
         self.pLower, self.pUpper = 0.0, 1.0
         self.advance()
+
+    @classmethod
+    def fixed(cls, sample: Sampler, sigma: float, n0: int, n: int, alpha: float) -> "Stage":
+        """Fixed-N CERTIFY's stage: n0 selection draws, then n estimation draws seen once, at alpha."""
+        return cls(sample, sigma, n0, [n], [1.0], alpha)
+
+    @classmethod
+    def from_counts(cls, counts: StageCounts, sigma: float, alpha: float) -> "Stage":
+        """A fixed stage on counts drawn already (the selection vector, then the estimation vector)."""
+        draws = iter((counts.selection, counts.estimation))
+        return cls.fixed(lambda num: next(draws), sigma, int(np.sum(counts.selection)),
+                         int(np.sum(counts.estimation)), alpha)
 
     @property
     def n(self) -> int:
@@ -194,7 +217,7 @@ class SequentialStage:
     def offclass_radius(self, c: int, alpha: float, p0: float) -> tuple[float, float]:
         """(r_j now, smallest r_j reachable by n_max optimistically): the MDDS off-class radius of class c
         on these counts at the current look, bounded at alpha * w_look (anytime-valid at alpha)."""
-        now = offclass_radius(self.sigma, self.estimation, c, self.level(alpha), p0)
+        now = stats.offclass_radius(self.sigma, self.estimation, c, self.level(alpha), p0)
         if self.done:
             return now, now
         top_other = int(np.delete(self.estimation, c).max(initial=0))
@@ -205,7 +228,7 @@ class SequentialStage:
         return StageCounts(self.selection, self.estimation)
 
 
-def _settle(components: list[tuple[float, float, SequentialStage]], grid: np.ndarray) -> list[SequentialStage]:
+def settle(components: list[tuple[float, float, Stage]], grid: np.ndarray) -> list[Stage]:
     """The stages to sample further, or [] when the reported radius min(now) is settled on the grid.
 
     components: (radius now, best reachable radius, stage whose draws move it). The radius is settled when
@@ -220,97 +243,15 @@ def _settle(components: list[tuple[float, float, SequentialStage]], grid: np.nda
     return list({id(stage): stage for _, stage in binding}.values())
 
 
-def sequential_certify(sample: Sampler, sigma: float, n0: int, n_max: int, alpha: float,
-                       radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE, power: float = POWER,
-                       futility: float = FUTILITY) -> tuple[int, float, int]:
-    """Sequential CERTIFY on counts drawn by ``sample(num)`` (one stream): (cAHat or ABSTAIN, radius, n_used).
-
-    With probability >= 1 - alpha, a non-abstaining answer's class is g(x + delta) for ||delta|| < radius.
-    n_used = n0 + estimation draws (<= n0 + n_max).
-    """
-    looks, weights = schedule(n_max, first_look, growth, final_share, power)
-    grid = (default_radius_grid(sigma, n_max, alpha * weights[-1]) if radius_grid is None
-            else np.sort(np.asarray(radius_grid, dtype=float)))
-    stage = SequentialStage(sample, sigma, n0, looks, weights, alpha, futility)
-    while not stage.done and _settle([(*stage.radius(0.5), stage)], grid):
-        stage.advance()
-    if stage.pLower < 0.5:
-        return ABSTAIN, 0.0, stage.n_used
-    return stage.cAHat, stats.radius(sigma, stage.pLower), stage.n_used
+def check_n0(n0: int) -> None:
+    """The sequential paths need at least one selection draw."""
+    if n0 < 1:
+        raise ValueError(f"need n0 >= 1 selection draws, got {n0}")
 
 
-def sequential_cascade(samplers: Sequence[Sampler], sigmas: Sequence[float], n0: int, n_max: int, alpha: float,
-                       p0: float = 0.5, radius_grid: Sequence[float] | None = None, first_look: int = FIRST_LOOK,
-                       growth: float = GROWTH, final_share: float = FINAL_SHARE, power: float = POWER,
-                       futility: float = FUTILITY, alpha_rule: str = "mdds") -> CascadeResult:
-    """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
-
-    Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
-    sampled further after it was left, to tighten its off-class cap. Result as ``cascade_decide``'s.
-    """
-    looks, weights = schedule(n_max, first_look, growth, final_share, power)
-    grid = (default_radius_grid(sigmas[0], n_max, alpha * weights[-1], p0) if radius_grid is None
-            else np.sort(np.asarray(radius_grid, dtype=float)))
-    seen: list[SequentialStage] = []
-
-    def n_used() -> int:
-        return sum(s.n_used for s in seen)
-
-    def all_counts() -> list[StageCounts]:
-        return [s.counts() for s in seen]
-
-    for k, sigma in enumerate(sigmas):
-        alpha_k = stage_alpha(alpha, k, len(sigmas), alpha_rule)
-        stage = SequentialStage(samplers[k], sigma, n0, looks, weights, alpha_k, futility)
-        earlier, seen = list(seen), seen + [stage]
-        c = stage.cAHat
-        while True:
-            if stage.pLower >= p0:  # certifies c: sample on while the capped radius can reach the next grid radius
-                r_js = [prev.offclass_radius(c, alpha_k, p0) for prev in earlier]  # (now, best) per stage
-                caps = [(-r_now, -r_best, prev) for (r_now, r_best), prev in zip(r_js, earlier)]
-                step = _settle([(*stage.radius(p0), stage)] + caps, grid)
-                if not step:
-                    r_neg = max([stats.NO_EARLIER_STAGE] + [r_now for r_now, _ in r_js])
-                    return capped_result(c, stats.radius(sigma, stage.pLower, p0), r_neg, k, sigma, n_used(),
-                                         all_counts())
-                for s in step:
-                    s.advance()
-                continue
-            if stage.pUpper < p0:  # confidently abstains: leave the stage now
-                break
-            _, best = stage.radius(p0)
-            if stage.done or (best < 0 and not stage.can_abstain(p0)):
-                return CascadeResult(UNDECIDED, 0.0, k, sigma, stats.NO_EARLIER_STAGE, n_used(), all_counts())
-            stage.advance()
-    return CascadeResult(ABSTAIN, 0.0, len(sigmas) - 1, sigmas[-1], stats.NO_EARLIER_STAGE, n_used(), all_counts())
-
-
-def certify_adaptive(smooth, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
-                     generator: torch.Generator | None = None, **kwargs) -> tuple[int, float, int]:
-    """``Smooth.certify_adaptive``: sequential CERTIFY of ``smooth`` at x ([C,H,W]), one noise stream.
-
-    kwargs: radius_grid, first_look, growth, final_share, power, futility (see ``sequential_certify``).
-    """
-    def sample(num: int) -> np.ndarray:
-        return smooth.sample_counts(x, num, batch_size, generator)
-    return sequential_certify(sample, smooth.sigma, n0, n_max, alpha, **kwargs)
-
-
-def cascade_certify_adaptive(ms, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
-                             generator=None, **kwargs) -> CascadeResult:
-    """``MultiScaleSmooth.certify_adaptive``: sequential cascade of ``ms`` at x.
-
-    generator: None, a torch.Generator shared by the stages, or a callable k -> Generator, called once per
-    stage (a resumed stage must continue its stream, never restart it). kwargs as ``certify_adaptive``.
-    """
-    gens: dict[int, torch.Generator | None] = {}
-
-    def sampler(k: int) -> Sampler:
-        def sample(num: int) -> np.ndarray:
-            if k not in gens:
-                gens[k] = ms._stage_generator(x, generator, k)
-            return ms.smooths[k].sample_counts(x, num, batch_size, gens[k])
-        return sample
-    return sequential_cascade([sampler(k) for k in range(len(ms.sigmas))], ms.sigmas, n0, n_max, alpha, ms.p0,
-                              alpha_rule=ms.alpha_rule, **kwargs)
+def radius_grid_for(sigma: float, n_max: int, alpha_last: float, radius_grid: Sequence[float] | None,
+                    p0: float = 0.5) -> np.ndarray:
+    """The evaluation grid: the given radii sorted, or the default one (``default_radius_grid``)."""
+    if radius_grid is None:
+        return default_radius_grid(sigma, n_max, alpha_last, p0)
+    return np.sort(np.asarray(radius_grid, dtype=float))

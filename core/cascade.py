@@ -3,26 +3,24 @@
 The cascade works on per-sigma counts only; it has no idea what a denoiser is. Stages run from the
 largest sigma down, whatever order the sigmas were given in. Radii are in pixel units (the MDDS
 files' radius after their halving); ``r_neg`` is in pixel units too (MDDS printed it unhalved).
+``run_cascade`` is the one implementation of the rules: fixed N (``cascade_decide``, ``certify``) runs it
+on one-look stages, ``--adaptive`` (``sequential_cascade``, ``certify_adaptive``) on many (``core.adaptive``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from core import stats
-from core.smoothing import ABSTAIN, Smooth, example_generator
+from core import adaptive, stats
+from core.smoothing import ABSTAIN, Smooth
 
 UNDECIDED = -2
-
-
-@dataclass
-class StageCounts:
-    """The two independent count vectors of one stage: n0 selection draws, n estimation draws."""
-    selection: np.ndarray
-    estimation: np.ndarray
+StageCounts = adaptive.StageCounts   # re-exported: the counts of one stage (``CascadeResult.counts``)
+__all__ = ["UNDECIDED", "ABSTAIN", "StageCounts", "CascadeResult", "PredictResult", "MultiScaleSmooth", "ALPHA_RULES",
+           "stage_alpha", "capped_result", "run_cascade", "cascade_decide", "sequential_cascade"]
 
 
 @dataclass
@@ -57,12 +55,6 @@ def stage_alpha(alpha: float, k: int, num_stages: int = 1, rule: str = "mdds") -
     raise ValueError(f"unknown cascade alpha rule {rule!r}; choose from {ALPHA_RULES}")
 
 
-def offclass_radius(sigma_j: float, counts_j: np.ndarray, c: int, alpha: float, p0: float = 0.5) -> float:
-    """MDDS r_j = sigma_j (Phi^-1(pBUpper_j) - Phi^-1(p0)) of an earlier stage j for the certified class c:
-    within radius -r_j no class other than c reaches p0 at sigma_j (pBUpper_j bounded at alpha)."""
-    return stats.radius(sigma_j, stats.offclass_upper(counts_j, c, alpha), p0)
-
-
 def capped_result(c: int, R: float, r_neg: float, k: int, sigma: float, n_used: int, counts: list) -> CascadeResult:
     """Certify c at stage k with radius R capped by the earlier stages, R <- min(R, -r_neg); a cap that
     makes R negative turns the output into ABSTAIN with radius 0 (stage and r_neg kept)."""
@@ -72,35 +64,81 @@ def capped_result(c: int, R: float, r_neg: float, k: int, sigma: float, n_used: 
     return CascadeResult(c, R, k, sigma, r_neg, n_used, counts)
 
 
-def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[float], alpha: float,
-                   p0: float = 0.5, alpha_rule: str = "mdds") -> CascadeResult:
-    """The MDDS cascaded CERTIFY on counts drawn lazily by ``sample_stage(k)`` (sigmas descending).
+def run_cascade(open_stage: Callable[[int, float], adaptive.Stage], sigmas: Sequence[float], alpha: float,
+                p0: float = 0.5, alpha_rule: str = "mdds", grid: Sequence[float] = ()) -> CascadeResult:
+    """The MDDS cascaded CERTIFY (sigmas descending); ``open_stage(k, alpha_k)`` draws stage k's selection
+    draws and its first look, lazily: a stage below the deciding one is never opened.
 
-    Stage k uses alpha_k = stage_alpha(alpha, k, K, alpha_rule) (MDDS: alpha / (k + 1)):
+    Stage k's bounds are at alpha_k = stage_alpha(alpha, k, K, alpha_rule) (MDDS: alpha / (k + 1)):
     - pLower >= p0: certify cAHat with R = sigma_k (Phi^-1(pLower) - Phi^-1(p0)), capped by every earlier
       stage j's off-class radius r_j = sigma_j (Phi^-1(pBUpper_j) - Phi^-1(p0)) (bounded at alpha_k), so
-      that no other class can reach p0 at an earlier, larger sigma within R; stop.
-    - pUpper >= p0 > pLower: UNDECIDED; stop.
-    - otherwise the stage confidently abstains: go on to the next smaller sigma.
-    A cap that makes R negative turns the output into ABSTAIN with radius 0 (stage and r_neg kept).
+      that no other class can reach p0 at an earlier, larger sigma within R; stop (``capped_result``).
+    - pUpper < p0: the stage confidently abstains: go on to the next smaller sigma.
+    - otherwise UNDECIDED; stop.
+    With one-look stages (fixed N) that is all. With looks (``--adaptive``) a stage is sampled on while
+    ``core.adaptive.settle`` says the reported radius can still reach the next radius of ``grid`` (an
+    earlier stage may be sampled further to lift its cap), and an undecided stage while it may still
+    certify or abstain; it ends UNDECIDED at its last look.
     """
-    seen: list[StageCounts] = []
-    n_used = 0
+    seen: list[adaptive.Stage] = []
+
+    def n_used() -> int:
+        return sum(s.n_used for s in seen)
+
+    def all_counts() -> list[StageCounts]:
+        return [s.counts() for s in seen]
+
+    grid = np.asarray(grid, dtype=float)
     for k, sigma in enumerate(sigmas):
-        sc = sample_stage(k)
-        n_used += int(sc.selection.sum() + sc.estimation.sum())
         alpha_k = stage_alpha(alpha, k, len(sigmas), alpha_rule)
-        cAHat = int(np.argmax(sc.selection))  # ties -> lowest class index
-        n = int(sc.estimation.sum())
-        p_lower, p_upper = stats.cp_bounds(int(sc.estimation[cAHat]), n, alpha_k)
-        if p_lower >= p0:
-            r_neg = max([stats.NO_EARLIER_STAGE] + [offclass_radius(sigmas[j], prev.estimation, cAHat, alpha_k, p0)
-                                                    for j, prev in enumerate(seen)])
-            return capped_result(cAHat, stats.radius(sigma, p_lower, p0), r_neg, k, sigma, n_used, seen + [sc])
-        if p_upper >= p0:
-            return CascadeResult(UNDECIDED, 0.0, k, sigma, stats.NO_EARLIER_STAGE, n_used, seen + [sc])
-        seen.append(sc)
-    return CascadeResult(ABSTAIN, 0.0, len(sigmas) - 1, sigmas[-1], stats.NO_EARLIER_STAGE, n_used, seen)
+        stage = open_stage(k, alpha_k)
+        earlier, seen = list(seen), seen + [stage]
+        c = stage.cAHat
+        while True:
+            if stage.pLower >= p0:  # certifies c: sample on while the capped radius can reach the next grid radius
+                r_js = [prev.offclass_radius(c, alpha_k, p0) for prev in earlier]  # (now, best) per stage
+                caps = [(-r_now, -r_best, prev) for (r_now, r_best), prev in zip(r_js, earlier)]
+                step = adaptive.settle([(*stage.radius(p0), stage)] + caps, grid)
+                if not step:
+                    r_neg = max([stats.NO_EARLIER_STAGE] + [r_now for r_now, _ in r_js])
+                    return capped_result(c, stats.radius(sigma, stage.pLower, p0), r_neg, k, sigma, n_used(),
+                                         all_counts())
+                for s in step:
+                    s.advance()
+                continue
+            if stage.pUpper < p0:  # confidently abstains: leave the stage now
+                break
+            _, best = stage.radius(p0)
+            if stage.done or (best < 0 and not stage.can_abstain(p0)):
+                return CascadeResult(UNDECIDED, 0.0, k, sigma, stats.NO_EARLIER_STAGE, n_used(), all_counts())
+            stage.advance()
+    return CascadeResult(ABSTAIN, 0.0, len(sigmas) - 1, sigmas[-1], stats.NO_EARLIER_STAGE, n_used(), all_counts())
+
+
+def cascade_decide(sample_stage: Callable[[int], StageCounts], sigmas: list[float], alpha: float,
+                   p0: float = 0.5, alpha_rule: str = "mdds") -> CascadeResult:
+    """The fixed-N cascade (``run_cascade``) on counts drawn lazily by ``sample_stage(k)`` (sigmas descending)."""
+    def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
+        return adaptive.Stage.from_counts(sample_stage(k), sigmas[k], alpha_k)
+    return run_cascade(open_stage, sigmas, alpha, p0, alpha_rule)
+
+
+def sequential_cascade(samplers: Sequence[adaptive.Sampler], sigmas: Sequence[float], n0: int, n_max: int,
+                       alpha: float, p0: float = 0.5, radius_grid: Sequence[float] | None = None,
+                       first_look: int = adaptive.FIRST_LOOK, growth: float = adaptive.GROWTH,
+                       final_share: float = adaptive.FINAL_SHARE, power: float = adaptive.POWER,
+                       futility: float = adaptive.FUTILITY, alpha_rule: str = "mdds") -> CascadeResult:
+    """Sequential MDDS cascade: ``samplers[k](num)`` draws num more samples of stage k (sigmas descending).
+
+    Stages are sampled lazily (a stage below the deciding one is never sampled); an earlier stage may be
+    sampled further after it was left, to tighten its off-class cap. Result as ``cascade_decide``'s.
+    """
+    adaptive.check_n0(n0)
+    looks, weights = adaptive.schedule(n_max, first_look, growth, final_share, power)
+    grid = adaptive.radius_grid_for(sigmas[0], n_max, alpha * weights[-1], radius_grid, p0)
+    def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
+        return adaptive.Stage(samplers[k], sigmas[k], n0, looks, weights, alpha_k, futility)
+    return run_cascade(open_stage, sigmas, alpha, p0, alpha_rule, grid)
 
 
 @dataclass
@@ -139,17 +177,28 @@ class MultiScaleSmooth:
 
         generator: None, a torch.Generator shared by the stages in order, or a callable k -> Generator.
         """
-        def sample_stage(k: int) -> StageCounts:
-            g = self._stage_generator(x, generator, k)
-            s = self.smooths[k]
-            return StageCounts(s.sample_counts(x, n0, batch_size, g), s.sample_counts(x, n, batch_size, g))
-        return cascade_decide(sample_stage, self.sigmas, alpha, self.p0, self.alpha_rule)
+        def open_stage(k: int, alpha_k: float) -> adaptive.Stage:
+            g, s = self._stage_generator(x, generator, k), self.smooths[k]
+            return adaptive.Stage.fixed(lambda num: s.sample_counts(x, num, batch_size, g), s.sigma, n0, n, alpha_k)
+        return run_cascade(open_stage, self.sigmas, alpha, self.p0, self.alpha_rule)
 
     def certify_adaptive(self, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
                          generator=None, **kwargs) -> CascadeResult:
-        """Sample-efficient cascaded CERTIFY (anytime-valid; same overall alpha): see ``core.adaptive``."""
-        from core.adaptive import cascade_certify_adaptive
-        return cascade_certify_adaptive(self, x, n0, n_max, alpha, batch_size, generator, **kwargs)
+        """Sample-efficient cascaded CERTIFY (anytime-valid; same overall alpha): ``sequential_cascade``.
+
+        generator as ``certify``'s; a callable is called once per stage, at its first draw (a resumed stage
+        continues its stream, never restarts it). kwargs as ``Smooth.certify_adaptive``.
+        """
+        gens: dict[int, torch.Generator | None] = {}
+
+        def sampler(k: int) -> adaptive.Sampler:
+            def sample(num: int) -> np.ndarray:
+                if k not in gens:
+                    gens[k] = self._stage_generator(x, generator, k)
+                return self.smooths[k].sample_counts(x, num, batch_size, gens[k])
+            return sample
+        return sequential_cascade([sampler(k) for k in range(len(self.sigmas))], self.sigmas, n0, n_max, alpha, self.p0,
+                                  alpha_rule=self.alpha_rule, **kwargs)
 
     def predict_detailed(self, x: torch.Tensor, n: int, batch_size: int, generator=None,
                          clean_logits: torch.Tensor | np.ndarray | None = None, unif_w: float = 0.1) -> PredictResult:
@@ -177,7 +226,3 @@ class MultiScaleSmooth:
         """MDDS predict: the answer only (see ``predict_detailed``)."""
         return self.predict_detailed(x, n, batch_size, generator, **kwargs).prediction
 
-
-def stage_generators(seed: int, idx: int, device, worker: int = 0) -> Callable[[int], torch.Generator]:
-    """Per-(seed, idx, stage) generators for the cascade, so stage k's noise never depends on others."""
-    return lambda k: example_generator(seed, idx, k, device, worker)

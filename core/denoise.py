@@ -7,10 +7,8 @@ seeded-stochastic (DensePure) function of x+δ, so Cohen's guarantee holds for f
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -19,26 +17,11 @@ from torch import nn
 
 from core.errors import MsrsError
 from core.smoothing import example_generator
-from models.checkpoint import load_checkpoint, load_state_dict_strict, strip_prefixes
-from models.diffusion import GaussianDiffusion, create_model_and_diffusion, resolve_path, split_diffusion_checkpoint
+
+if TYPE_CHECKING:  # duck-typed: alphas_cumprod, predicts_eps, model_timesteps, respaced, p_sample
+    from models.diffusion import GaussianDiffusion
 
 REVERSE_STAGE = 1_000_000  # generator stage of reverse stream k: REVERSE_STAGE + k (apart from noise stages)
-SALMAN_ARCHS = ("cifar_dncnn", "cifar_dncnn_wide", "imagenet_dncnn")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def amp_dtype(amp: str | torch.dtype | None) -> torch.dtype | None:
-    """'bf16' / 'fp16' / a dtype → that dtype; None / 'off' → None (float32)."""
-    if amp in (None, "off", "", False) or isinstance(amp, torch.dtype):
-        return amp or None
-    if amp not in AMP_DTYPES:
-        raise MsrsError(f"unknown --amp '{amp}' (use bf16, fp16 or off)")
-    return AMP_DTYPES[amp]
-
-
-def autocast(x: torch.Tensor, dtype: torch.dtype | None):
-    """Autocast on x's device when a dtype is given, else nothing."""
-    return torch.autocast(device_type=x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def t_star_for_sigma(alphas_cumprod: np.ndarray | torch.Tensor, sigma: float) -> int:
@@ -62,16 +45,15 @@ class DiffusionDenoiser(nn.Module):
     Its randomness is a ``torch.Generator`` re-seeded by ``set_example(seed, idx)`` from
     (seed, idx, reverse_seed), so rows do not depend on batching across examples.
     ``pad_to``: reflection-pad H, W to this size, denoise, crop back (MDDS ImageNet 224 → 256).
-    ``amp``: run the UNet under autocast ('bf16' / 'fp16'); the output is float32 either way.
+    Autocast, when asked for, is the caller's (``core.runs.setup.Autocast``); the output is float32.
     """
 
     def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, sigma: float, num_t_steps: int = 1,
-                 pad_to: int | None = None, clip: bool = True, amp: str | torch.dtype | None = None,
-                 reverse_seed: int = 0):
+                 pad_to: int | None = None, clip: bool = True, reverse_seed: int = 0):
         super().__init__()
         self.model, self.diffusion = model, diffusion
         self.sigma, self.num_t_steps, self.pad_to, self.clip = float(sigma), int(num_t_steps), pad_to, clip
-        self.amp, self.reverse_seed = amp_dtype(amp), int(reverse_seed)
+        self.reverse_seed = int(reverse_seed)
         self.t_star = t_star_for_sigma(diffusion.alphas_cumprod, self.sigma)
         ab = float(diffusion.alphas_cumprod[self.t_star])
         self.sqrt_ab, self.sqrt_recip_ab, self.sqrt_recipm1_ab = math.sqrt(ab), math.sqrt(1 / ab), math.sqrt(1 / ab - 1)
@@ -107,9 +89,8 @@ class DiffusionDenoiser(nn.Module):
         return self.t_model
 
     def net(self, x_t: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
-        """The UNet (under autocast when amp is set), float32 out."""
-        with autocast(x_t, self.amp):
-            return self.model(x_t, t_model).float()
+        """The UNet, float32 out."""
+        return self.model(x_t, t_model).float()
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x: noisy pixels [B,C,H,W] (x + σ·N(0,I), unclipped) → x̂0 in pixels [B,C,H,W], float32."""
@@ -122,8 +103,7 @@ class DiffusionDenoiser(nn.Module):
         if self.reverse is None:
             out = self.net(x_t, self._t_model_on(x.device).expand(B))[:, :C]
             # x̂0 = x_t/√ᾱ − √(1/ᾱ − 1)·ε (or the network's x̂0 for predict_xstart models)
-            eps_model = self.diffusion.model_mean_type == "eps"
-            x0 = self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out if eps_model else out
+            x0 = self.sqrt_recip_ab * x_t - self.sqrt_recipm1_ab * out if self.diffusion.predicts_eps else out
             x0 = x0.clamp(-1, 1) if self.clip else x0
         else:
             if generator is None:
@@ -158,14 +138,14 @@ class DenoiseThenClassify(nn.Module):
     ``reverse_seeds=K>1`` (DensePure): K runs of a stochastic denoiser with independent reverse streams
     k = 0..K−1, majority vote of their labels per noise sample (ties → earliest seed), returned one-hot;
     the voted label is a fixed function of (x+δ, reverse randomness), so Cohen's guarantee still holds.
-    ``amp``: run the classifier under autocast; scores are float32.
+    Scores are float32.
     """
 
     def __init__(self, denoiser: nn.Module | None, classifier: Callable[[torch.Tensor], torch.Tensor], sigma: float,
-                 reverse_seeds: int = 1, amp: str | torch.dtype | None = None):
+                 reverse_seeds: int = 1):
         super().__init__()
         self.denoiser, self.classifier = denoiser, classifier
-        self.sigma, self.reverse_seeds, self.amp = float(sigma), int(reverse_seeds), amp_dtype(amp)
+        self.sigma, self.reverse_seeds = float(sigma), int(reverse_seeds)
         den_sigma = getattr(denoiser, "sigma", None)
         if den_sigma is not None and abs(float(den_sigma) - self.sigma) > 1e-12:
             raise MsrsError(f"denoiser was built for sigma={den_sigma}, classifier wrapper for sigma={sigma}")
@@ -181,8 +161,7 @@ class DenoiseThenClassify(nn.Module):
             self.denoiser.set_example(seed, idx)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        with autocast(x, self.amp):
-            return self.classifier(x).float()
+        return self.classifier(x).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reverse_seeds == 1:
@@ -193,45 +172,3 @@ class DenoiseThenClassify(nn.Module):
         num_classes = runs[0].shape[1]
         voted = majority_vote(torch.stack([r.argmax(1) for r in runs]), num_classes)
         return F.one_hot(voted, num_classes).float()
-
-
-def load_denoisers(spec: str, sigmas: list[float], config: str | Mapping[str, Any] | None = None,
-                   trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
-                   amp: str | torch.dtype | None = None, clip: bool = True) -> dict[float, nn.Module] | None:
-    """``--denoiser`` → {sigma: module (CPU, eval) mapping noisy pixels to denoised pixels}, or None for 'none'.
-
-    The checkpoint is read once and one network is shared by every sigma (a cascade over an ImageNet
-    UNet holds it once). spec: 'none', ``zoo:NAME`` or a path. Salman DnCNN files go to
-    ``models.dncnn.load_dncnn`` (one denoiser for every sigma); diffusion checkpoints (OpenAI raw state
-    dicts need ``config``: a name or JSON file) become one DiffusionDenoiser per sigma.
-    """
-    if spec is None or spec.lower() == "none":
-        return None
-    path = resolve_path(spec)
-    obj = load_checkpoint(path, trust=trust)
-    if isinstance(obj, Mapping) and (obj.get("arch") in SALMAN_ARCHS or obj.get("kind") == "dncnn"):
-        if num_t_steps != 1:
-            raise MsrsError(f"{path} is a DnCNN denoiser: --num_t_steps applies to diffusion denoisers only")
-        from models.dncnn import load_dncnn
-        dncnn = load_dncnn(obj, path).eval()
-        return {float(s): dncnn for s in sigmas}
-    kwargs, sd = split_diffusion_checkpoint(obj, path, config)
-    model, diffusion = create_model_and_diffusion(**kwargs)
-    load_state_dict_strict(model, strip_prefixes(sd), path)
-    model.eval()
-    return {float(s): DiffusionDenoiser(model, diffusion, s, num_t_steps, pad_to, clip, amp).eval() for s in sigmas}
-
-
-def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigma: float | None = None,
-                  trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
-                  amp: str | torch.dtype | None = None, clip: bool = True) -> nn.Module | None:
-    """One sigma's denoiser (see ``load_denoisers``); ``sigma`` is needed for diffusion checkpoints."""
-    if spec is None or spec.lower() == "none":
-        return None
-    if sigma is None:
-        path = resolve_path(spec)
-        obj = load_checkpoint(path, trust=trust)
-        if not (isinstance(obj, Mapping) and (obj.get("arch") in SALMAN_ARCHS or obj.get("kind") == "dncnn")):
-            raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
-        sigma = 0.0
-    return load_denoisers(spec, [sigma], config, trust, num_t_steps, pad_to, amp, clip)[float(sigma)]

@@ -1,4 +1,4 @@
-"""Training objectives: small functions ``loss, metrics = objective(...)`` used by `core.engine`.
+"""Training objectives: small functions ``loss, metrics = objective(...)`` used by `core.train.engine`.
 
 Each takes the model(s), a pixel batch ``x`` [B,C,H,W] in [0,1] and labels ``y`` [B], and returns a
 scalar loss plus a dict of detached scalar metrics for the log. Noise is drawn with ``generator``

@@ -1,36 +1,7 @@
-"""Merge the part files of a sharded run (Slurm arrays with ``--shard I/N``).
-
-    python -m core.shards merge OUTFILE --num_shards N [--remove_parts]
-
-The merged TSV is sorted by idx and identical (but for the time column) to a one-process run with the
-same seed; a missing or duplicated row is an error naming what to resume. torchrun runs merge by
-themselves (rank 0, when every rank is done).
-"""
-from __future__ import annotations
-
-import argparse
-
-from core import cli
-from core.pipeline import merge_run
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("python -m core.shards", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("merge", help="merge OUTFILE.part{I}of{N} into OUTFILE")
-    m.add_argument("outfile")
-    m.add_argument("--num_shards", type=int, required=True)
-    m.add_argument("--remove_parts", action="store_true", help="delete the part files after a successful merge")
-    return p
-
-
-def main(args: argparse.Namespace) -> None:
-    if args.num_shards < 1:
-        raise cli.MsrsError(f"--num_shards must be >= 1, got {args.num_shards}")
-    n = merge_run(args.outfile, args.num_shards, remove_parts=args.remove_parts)
-    print(f"merged {n} rows from {args.num_shards} shards into {args.outfile}")
-
+"""``python -m core.shards merge OUTFILE --num_shards N``, where users type it; the code is
+``core.runs.shards`` (this launcher is the one module of core/ that imports the run machinery)."""
+from core.runs.parsers import run_cli
+from core.runs.shards import get_args_parser, main
 
 if __name__ == "__main__":
-    cli.run_cli(main, get_args_parser())
+    run_cli(main, get_args_parser())

@@ -6,12 +6,12 @@ eps ~ N(0, sigma^2 I) in pixel space. Noise is drawn on x's device from a ``torc
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from core import stats
+from core import adaptive, stats
 
 ABSTAIN = -1
 
@@ -47,6 +47,14 @@ class SplitCounts:
         return counts
 
 
+def certify_decision(stage: adaptive.Stage) -> tuple[int, float]:
+    """Cohen's CERTIFY rule on a stage's lower bound pABar of cAHat: (cAHat, sigma * Phi^-1(pABar)) if
+    pABar >= 1/2, else (ABSTAIN, 0). The one rule of the fixed (one look) and the sequential path."""
+    if stage.pLower < 0.5:
+        return ABSTAIN, 0.0
+    return stage.cAHat, stats.radius(stage.sigma, stage.pLower)
+
+
 def certify_from_counts(counts_selection: np.ndarray, counts_estimation: np.ndarray, alpha: float,
                         sigma: float) -> tuple[int, float, float]:
     """Cohen's CERTIFY decision from the two independent count vectors.
@@ -55,12 +63,26 @@ def certify_from_counts(counts_selection: np.ndarray, counts_estimation: np.ndar
     estimation samples; pABar = one-sided (1 - alpha) Clopper-Pearson lower bound.
     Returns (cAHat or ABSTAIN, radius, pABar).
     """
-    cAHat = int(np.argmax(counts_selection))
-    nA, n = int(counts_estimation[cAHat]), int(np.sum(counts_estimation))
-    pABar = stats.cp_lower(nA, n, alpha)
-    if pABar < 0.5:
-        return ABSTAIN, 0.0, pABar
-    return cAHat, stats.radius(sigma, pABar), pABar
+    stage = adaptive.Stage.from_counts(adaptive.StageCounts(counts_selection, counts_estimation), sigma, alpha)
+    return (*certify_decision(stage), stage.pLower)
+
+
+def sequential_certify(sample: adaptive.Sampler, sigma: float, n0: int, n_max: int, alpha: float,
+                       radius_grid: Sequence[float] | None = None, first_look: int = adaptive.FIRST_LOOK,
+                       growth: float = adaptive.GROWTH, final_share: float = adaptive.FINAL_SHARE,
+                       power: float = adaptive.POWER, futility: float = adaptive.FUTILITY) -> tuple[int, float, int]:
+    """Sequential CERTIFY on counts drawn by ``sample(num)`` (one stream): (cAHat or ABSTAIN, radius, n_used).
+
+    With probability >= 1 - alpha, a non-abstaining answer's class is g(x + delta) for ||delta|| < radius
+    (``core.adaptive``). n_used = n0 + estimation draws (<= n0 + n_max).
+    """
+    adaptive.check_n0(n0)
+    looks, weights = adaptive.schedule(n_max, first_look, growth, final_share, power)
+    grid = adaptive.radius_grid_for(sigma, n_max, alpha * weights[-1], radius_grid)
+    stage = adaptive.Stage(sample, sigma, n0, looks, weights, alpha, futility)
+    while not stage.done and adaptive.settle([(*stage.radius(0.5), stage)], grid):
+        stage.advance()
+    return (*certify_decision(stage), stage.n_used)
 
 
 def predict_from_counts(counts: np.ndarray, alpha: float) -> int:
@@ -129,10 +151,9 @@ class Smooth:
 
         The n0 selection samples pick cAHat; n *fresh* samples estimate pA (never reused).
         """
-        counts_selection = self.sample_counts(x, n0, batch_size, generator)
-        counts_estimation = self.sample_counts(x, n, batch_size, generator)
-        cAHat, radius, _ = certify_from_counts(counts_selection, counts_estimation, alpha, self.sigma)
-        return cAHat, radius
+        def sample(num: int) -> np.ndarray:
+            return self.sample_counts(x, num, batch_size, generator)
+        return certify_decision(adaptive.Stage.fixed(sample, self.sigma, n0, n, alpha))
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
                 generator: torch.Generator | None = None) -> int:
@@ -141,6 +162,7 @@ class Smooth:
 
     def certify_adaptive(self, x: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int,
                          generator: torch.Generator | None = None, **kwargs) -> tuple[int, float, int]:
-        """Sample-efficient CERTIFY (anytime-valid; same overall alpha): see ``core.adaptive``."""
-        from core.adaptive import certify_adaptive
-        return certify_adaptive(self, x, n0, n_max, alpha, batch_size, generator, **kwargs)
+        """Sample-efficient CERTIFY (anytime-valid; same overall alpha): ``sequential_certify`` on one noise
+        stream of x. kwargs: radius_grid, first_look, growth, final_share, power, futility."""
+        return sequential_certify(lambda num: self.sample_counts(x, num, batch_size, generator), self.sigma, n0,
+                                  n_max, alpha, **kwargs)

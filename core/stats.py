@@ -104,6 +104,12 @@ def offclass_upper(counts: np.ndarray, c: int, alpha: float) -> float:
     return float(min(1.0, ci[1:, 1].max()))
 
 
+def offclass_radius(sigma_j: float, counts_j: np.ndarray, c: int, alpha: float, p0: float = 0.5) -> float:
+    """MDDS r_j = sigma_j (Phi^-1(pBUpper_j) - Phi^-1(p0)) of an earlier cascade stage j for the certified
+    class c: within radius -r_j no class other than c reaches p0 at sigma_j (pBUpper_j bounded at alpha)."""
+    return radius(sigma_j, offclass_upper(counts_j, c, alpha), p0)
+
+
 def binom_pvalue(count1: int, count2: int) -> float:
     """Two-sided binomial test p-value of count1 out of count1 + count2 at p = 1/2 (Cohen's PREDICT)."""
     if count1 + count2 == 0:

@@ -1,7 +1,7 @@
 """Dataset registry: names → builders, `get_dataset`, `dataset_info`, and the shared file checks.
 
 Every dataset yields `(x, y)`: `x` a float32 tensor [C,H,W] of pixels in [0,1] (no normalization:
-classifiers own theirs, see docs/CONTRACTS.md), `y` a Python int.
+classifiers own theirs, see docs/ARCHITECTURE.md), `y` a Python int.
 """
 from __future__ import annotations
 

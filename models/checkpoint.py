@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -22,6 +23,21 @@ from core.errors import MsrsError
 SAFE_GLOBALS = [argparse.Namespace, OrderedDict]
 
 PREFIXES = ("module.", "_orig_mod.", "model.")
+ZOO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo")
+
+
+def resolve_zoo(spec: str) -> str:
+    """``zoo:NAME`` → models/zoo/NAME.pt (the shipped models; it must exist); anything else as given."""
+    spec = os.fspath(spec)
+    if not spec.startswith("zoo:"):
+        return spec
+    name = spec[len("zoo:"):]
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise MsrsError(f"bad zoo name {name!r}: use zoo:NAME with NAME a file stem under {ZOO_DIR}")
+    path = os.path.join(ZOO_DIR, f"{name}.pt")
+    if not os.path.isfile(path):
+        raise MsrsError(f"zoo model {name!r} not found at {path}; run scripts/train_zoo.sh to build it")
+    return path
 
 
 def load_checkpoint(path: str, trust: bool = False, map_location: str | torch.device = "cpu") -> Any:

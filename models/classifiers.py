@@ -1,6 +1,6 @@
 """Classifiers: a timm-style registry, the reference architectures, and one loader for their files.
 
-Contract (docs/CONTRACTS.md): every classifier takes **pixel-space** input [B,C,H,W] in [0,1] at the
+Contract (docs/ARCHITECTURE.md): every classifier takes **pixel-space** input [B,C,H,W] in [0,1] at the
 dataset's native size and returns logits [B,K]. It owns its resize + normalization as its first layer:
 each model here is a `PixelClassifier = Sequential(Preprocess, net)`, so its state-dict keys are the
 network's own keys under ``1.`` - exactly the layout of Cohen's / Salman's checkpoints, whose models
@@ -33,9 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.errors import MsrsError
-from models.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint, strip_prefixes
+from models.checkpoint import load_checkpoint, load_state_dict_strict, resolve_zoo, save_checkpoint, strip_prefixes
 
-ZOO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo")
 DEEPSPEED_FILE = "mp_rank_00_model_states.pt"
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)   # Cohen's NormalizeLayer
@@ -120,7 +119,10 @@ _MODELS: dict[str, Callable[..., PixelClassifier]] = {}
 
 
 def register_model(fn: Callable[..., PixelClassifier]) -> Callable[..., PixelClassifier]:
-    """Decorator: register a constructor ``fn(num_classes=..., **kwargs) -> PixelClassifier`` by its name."""
+    """Decorator: register a constructor ``fn(num_classes=..., **kwargs) -> PixelClassifier`` by its name
+    (a name registered twice is an error: the second would silently replace the first)."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"classifier {fn.__name__!r} is registered already (by {_MODELS[fn.__name__].__module__})")
     _MODELS[fn.__name__] = fn
     return fn
 
@@ -504,16 +506,11 @@ def _create_tv(name: str, num_classes: int = 1000, **kwargs: Any) -> PixelClassi
 # ---- loading and saving -----------------------------------------------------------------------
 
 def resolve_classifier_path(spec: str) -> str:
-    """``zoo:NAME`` → models/zoo/NAME.pt; a directory → its mp_rank_00_model_states.pt; else `spec`."""
+    """``zoo:NAME`` → models/zoo/NAME.pt (``resolve_zoo``); a directory → its mp_rank_00_model_states.pt;
+    else `spec`."""
     spec = os.fspath(spec)
     if spec.startswith("zoo:"):
-        name = spec[len("zoo:"):]
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
-            raise MsrsError(f"bad zoo name {name!r}: use zoo:NAME with NAME a file stem under {ZOO_DIR}")
-        path = os.path.join(ZOO_DIR, f"{name}.pt")
-        if not os.path.isfile(path):
-            raise MsrsError(f"zoo model {name!r} not found at {path}; run scripts/train_zoo.sh to build it")
-        return path
+        return resolve_zoo(spec)
     if os.path.isdir(spec):
         path = os.path.join(spec, DEEPSPEED_FILE)
         if not os.path.isfile(path):

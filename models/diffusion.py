@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from core.errors import MsrsError
-from models.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint, strip_prefixes
+from models.checkpoint import load_checkpoint, load_state_dict_strict, resolve_zoo, save_checkpoint, strip_prefixes
 from models.unet import UNetModel
 
-ZOO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo")
+MODEL_MEAN_TYPES = ("eps", "x0")   # what the network predicts: the noise, or x0 itself (predict_xstart)
 NUM_CLASSES = 1000  # class_cond models are ImageNet-conditional in the references
 
 
@@ -61,7 +61,10 @@ class GaussianDiffusion:
                  original_num_steps: int | None = None):
         self.betas = np.asarray(betas, dtype=np.float64)
         assert self.betas.ndim == 1 and (self.betas > 0).all() and (self.betas <= 1).all()
+        if model_mean_type not in MODEL_MEAN_TYPES:
+            raise MsrsError(f"unknown model_mean_type {model_mean_type!r}; use one of {MODEL_MEAN_TYPES}")
         self.model_mean_type, self.model_var_type = model_mean_type, model_var_type
+        self.predicts_eps = model_mean_type == "eps"   # the one rule: else the network's output is x0
         self.rescale_timesteps = rescale_timesteps
         self.num_timesteps = T = len(self.betas)
         self.timestep_map = np.arange(T) if timestep_map is None else np.asarray(timestep_map, dtype=np.int64)
@@ -137,7 +140,7 @@ class GaussianDiffusion:
             else:
                 var = np.exp(self.posterior_log_variance_clipped)
             log_var = _extract(np.log(var), t, n).expand_as(x)
-        pred_xstart = out if self.model_mean_type == "x0" else self.predict_xstart_from_eps(x, t, out)
+        pred_xstart = self.predict_xstart_from_eps(x, t, out) if self.predicts_eps else out
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         return {"mean": self.q_posterior_mean(pred_xstart, x, t), "log_variance": log_var, "pred_xstart": pred_xstart}
@@ -165,7 +168,7 @@ class GaussianDiffusion:
         """
         x_t = self.q_sample(x0, t, noise)
         out = model(x_t, self.model_timesteps(t), **(model_kwargs or {}))[:, :x0.shape[1]].float()
-        target = x0 if self.model_mean_type == "x0" else noise
+        target = noise if self.predicts_eps else x0
         return ((out - target.float()) ** 2).mean(dim=tuple(range(1, x0.ndim)))
 
 
@@ -193,12 +196,6 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
         use_new_attention_order=False, learn_sigma=True, diffusion_steps=1000, noise_schedule="linear",
         timestep_respacing="", use_kl=False, predict_xstart=False, rescale_timesteps=False,
         rescale_learned_sigmas=False),
-    # the small random-weight fixture UNet with the CIFAR-10 diffusion (tests/fixtures/dds)
-    "improved-small": dict(
-        image_size=32, num_channels=32, num_res_blocks=1, num_heads=2, num_heads_upsample=-1,
-        attention_resolutions="16", dropout=0.0, learn_sigma=True, sigma_small=False, class_cond=False,
-        diffusion_steps=4000, noise_schedule="cosine", timestep_respacing="", use_kl=False, predict_xstart=False,
-        rescale_timesteps=True, rescale_learned_sigmas=True, use_checkpoint=False, use_scale_shift_norm=True),
     # embedded default: 16x16 RGB digits, trained on CPU (zoo:digits_ddpm). No encoder ResBlocks and
     # 32 channels everywhere keep it at ~15 MMAC/sample: GroupNorm(32) forbids fewer channels, and the
     # full-resolution decoder block dominates the cost.
@@ -209,6 +206,9 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
         predict_xstart=False, rescale_timesteps=True, rescale_learned_sigmas=True, use_checkpoint=False,
         use_scale_shift_norm=True),
 }
+# the small random-weight fixture UNet with the CIFAR-10 diffusion (tests/fixtures/dds)
+NAMED_CONFIGS["improved-small"] = {**NAMED_CONFIGS["improved-cifar10-uncond"], "num_channels": 32, "num_res_blocks": 1,
+                                   "num_heads": 2, "attention_resolutions": "16", "dropout": 0.0}
 
 _DEFAULT_CHANNEL_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4),
                          64: (1, 2, 3, 4), 32: (1, 2, 2, 2), 28: (1, 2, 2), 16: (1, 2, 2)}
@@ -301,17 +301,6 @@ def config_kwargs(config: str | Mapping[str, Any]) -> dict[str, Any]:
     raise MsrsError(f"unknown diffusion config '{config}'; use one of {sorted(NAMED_CONFIGS)} or a JSON file of kwargs")
 
 
-def resolve_path(path_or_zoo: str) -> str:
-    """``zoo:NAME`` → models/zoo/NAME.pt; anything else is used as given."""
-    if path_or_zoo.startswith("zoo:"):
-        name = path_or_zoo[4:]
-        path = os.path.join(ZOO_DIR, f"{name}.pt")
-        if not os.path.isfile(path):
-            raise MsrsError(f"zoo model '{name}' not found at {path} (scripts/train_zoo.sh rebuilds the zoo)")
-        return path
-    return path_or_zoo
-
-
 def split_diffusion_checkpoint(obj: Any, path: str, config: str | Mapping | None) -> tuple[dict, dict]:
     """(resolved kwargs, state_dict) from our self-describing file or an OpenAI raw state dict + config."""
     if isinstance(obj, Mapping) and "kind" in obj:
@@ -337,7 +326,7 @@ def load_diffusion(path_or_zoo: str, config: str | Mapping | None = None,
     ``{"kind": "diffusion", "arch": "openai_unet", "args", "state_dict"}`` files (the file's args win).
     Call ``model.convert_to_fp16()`` for the reference's use_fp16 runtime; ``--amp`` uses autocast instead.
     """
-    path = resolve_path(path_or_zoo)
+    path = resolve_zoo(path_or_zoo)
     kwargs, sd = split_diffusion_checkpoint(load_checkpoint(path, trust=trust), path, config)
     model, diffusion = create_model_and_diffusion(**kwargs)
     load_state_dict_strict(model, strip_prefixes(sd), path)

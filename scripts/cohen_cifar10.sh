@@ -11,9 +11,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 
-N="${N:-100000}"
-SKIP="${SKIP:-20}"
-BATCH="${BATCH:-400}"
+noise_defaults 100000 20 400
 out="$OUT_DIR/certify/cifar10/cohen_resnet110"
 sigmas=(0.12 0.25 0.50 1.00)
 for sigma in "${sigmas[@]}"; do require_path RESNET110_CIFAR10 "$(with_sigma "$RESNET110_CIFAR10" "$sigma")"; done

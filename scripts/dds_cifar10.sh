@@ -13,18 +13,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require VIT_CIFAR10 DDPM_CIFAR10
 
-N="${N:-100000}"
-SKIP="${SKIP:-1}"
-BATCH="${BATCH:-200}"
+noise_defaults 100000 1 200
 out="$OUT_DIR/certify/cifar10/dds_vit"
 
 tsvs=()
-for sigma in 0.25 0.50 1.00; do
-  tsv="$out/sigma_${sigma}_N${N}.tsv"
-  certify cifar10 "$VIT_CIFAR10" "$tsv" --sigmas "$sigma" --arch timm:vit_base_patch16_224 \
+certify_each_sigma cifar10 "$VIT_CIFAR10" "$out" --arch timm:vit_base_patch16_224 \
     --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" \
     --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --resume
-  tsvs+=("$tsv")
-done
 
 table "${tsvs[@]}" --radii 0 0.25 0.5 0.75 1.0

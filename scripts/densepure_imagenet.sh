@@ -12,21 +12,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require BEIT_IMAGENET DDPM_IMAGENET
 
-N="${N:-10000}"
-SKIP="${SKIP:-500}"
-BATCH="${BATCH:-16}"
+noise_defaults 10000 500 16
 NUM_T_STEPS="${NUM_T_STEPS:-2}"
 REVERSE_SEEDS="${REVERSE_SEEDS:-10}"
 out="$OUT_DIR/certify/imagenet/densepure/steps${NUM_T_STEPS}_seeds${REVERSE_SEEDS}"
 
 tsvs=()
-for sigma in 0.25 0.50 1.00; do
-  tsv="$out/sigma_${sigma}_N${N}.tsv"
-  certify imagenet "$BEIT_IMAGENET" "$tsv" --sigmas "$sigma" --arch timm:beit_large_patch16_512 \
+certify_each_sigma imagenet "$BEIT_IMAGENET" "$out" --arch timm:beit_large_patch16_512 \
     --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" \
     --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET" --imagenet_transform resize256 \
     --num_t_steps "$NUM_T_STEPS" --reverse_seeds "$REVERSE_SEEDS" --seed 0 --resume
-  tsvs+=("$tsv")
-done
 
 table "${tsvs[@]}" --radii 0 0.5 1.0 1.5 2.0 3.0

@@ -20,9 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_ftcadis_args "$@"
 require VIT_CIFAR10 DDPM_CIFAR10
 
-N="${N:-100000}"
-SKIP="${SKIP:-1}"
-BATCH="${BATCH:-400}"
+noise_defaults 100000 1 400
 out="$OUT_DIR/certify/cifar10/ftcadis"
 ftcadis_recipe 32 4
 

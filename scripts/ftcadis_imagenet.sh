@@ -18,9 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_ftcadis_args "$@"
 require VIT_IMAGENET DDPM_IMAGENET
 
-N="${N:-10000}"
-SKIP="${SKIP:-50}"
-BATCH="${BATCH:-32}"
+noise_defaults 10000 50 32
 out="$OUT_DIR/certify/imagenet/ftcadis"
 arch=timm:vit_base_patch16_clip_384.laion2b_ft_in12k_in1k
 ftcadis_recipe 16 2

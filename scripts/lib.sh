@@ -247,6 +247,26 @@ certify() {
   esac
 }
 
+# noise_defaults N SKIP BATCH: the environment's N, SKIP and BATCH, else these (the script's recipe).
+noise_defaults() {
+  N="${N:-$1}"
+  SKIP="${SKIP:-$2}"
+  BATCH="${BATCH:-$3}"
+}
+
+# certify_each_sigma DATASET CLASSIFIER DIR FLAGS...: one certify job (see certify) per sigma 0.25, 0.50,
+# 1.00, into DIR/sigma_S_N$N.tsv; each file is appended to the array tsvs, LABEL_PREFIX sigma_S to labels.
+certify_each_sigma() {
+  local dataset="$1" classifier="$2" dir="$3" sigma tsv
+  shift 3
+  for sigma in 0.25 0.50 1.00; do
+    tsv="$dir/sigma_${sigma}_N${N}.tsv"
+    certify "$dataset" "$classifier" "$tsv" --sigmas "$sigma" "$@"
+    tsvs+=("$tsv")
+    labels+=("${LABEL_PREFIX:-}sigma_${sigma}")
+  done
+}
+
 # table TSV... [analyze.py flags]: the certified-accuracy table of the runs (analyze.py). With
 # LAUNCH=slurm|submitit the runs are still queued: print the command to run once they are done.
 table() {

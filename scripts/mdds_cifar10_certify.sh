@@ -13,21 +13,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require CLIP_CIFAR10 DDPM_CIFAR10
 
-N="${N:-10000}"
-SKIP="${SKIP:-1}"
-BATCH="${BATCH:-5000}"
+noise_defaults 10000 1 5000
 out="$OUT_DIR/certify/cifar10/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
         --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --resume)
 
 tsvs=()
 labels=()
-for sigma in 0.25 0.50 1.00; do
-  tsv="$out/dds/sigma_${sigma}_N${N}.tsv"
-  certify cifar10 "$CLIP_CIFAR10" "$tsv" --sigmas "$sigma" "${common[@]}"
-  tsvs+=("$tsv")
-  labels+=("DDS_sigma_${sigma}")
-done
+LABEL_PREFIX=DDS_ certify_each_sigma cifar10 "$CLIP_CIFAR10" "$out/dds" "${common[@]}"
 
 sigmas=(0.25 0.50 1.00)
 tsv="$out/mdds/sigma_$(IFS=_; echo "${sigmas[*]}")_N${N}.tsv"

@@ -13,9 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require CLIP_CIFAR10 DDPM_CIFAR10
 
-N="${N:-200}"
-SKIP="${SKIP:-1}"
-BATCH="${BATCH:-200}"
+noise_defaults 200 1 200
 out="$OUT_DIR/predict/denoised/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
         --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --resume)

@@ -14,9 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require CLIP_CIFAR10 DDPM_CIFAR10
 
-N="${N:-10000}"
-SKIP="${SKIP:-1}"
-BATCH="${BATCH:-5000}"
+noise_defaults 10000 1 5000
 sigmas=(0.25 0.50 1.00)
 ckpt="$CKPT_DIR/mdds_ddpm_cifar10"
 resume=()

@@ -13,9 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require CLIP_IMAGENET DDPM_IMAGENET
 
-N="${N:-10000}"
-SKIP="${SKIP:-50}"
-BATCH="${BATCH:-250}"
+noise_defaults 10000 50 250
 out="$OUT_DIR/certify/imagenet/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
         --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET"
@@ -23,12 +21,7 @@ common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$D
 
 tsvs=()
 labels=()
-for sigma in 0.25 0.50 1.00; do
-  tsv="$out/dds/sigma_${sigma}_N${N}.tsv"
-  certify imagenet "$CLIP_IMAGENET" "$tsv" --sigmas "$sigma" "${common[@]}"
-  tsvs+=("$tsv")
-  labels+=("DDS_sigma_${sigma}")
-done
+LABEL_PREFIX=DDS_ certify_each_sigma imagenet "$CLIP_IMAGENET" "$out/dds" "${common[@]}"
 
 sigmas=(0.25 0.50 1.00)
 tsv="$out/mdds/sigma_$(IFS=_; echo "${sigmas[*]}")_N${N}.tsv"

@@ -11,9 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require CLIP_IMAGENET DDPM_IMAGENET
 
-N="${N:-200}"
-SKIP="${SKIP:-1}"
-BATCH="${BATCH:-100}"
+noise_defaults 200 1 100
 out="$OUT_DIR/predict/denoised/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
         --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET"

@@ -16,9 +16,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 
-N="${N:-10000}"
-SKIP="${SKIP:-20}"
-BATCH="${BATCH:-400}"
+noise_defaults 10000 20 400
 STAB_EPOCHS="${STAB_EPOCHS:-90}"
 STAB_LR="${STAB_LR:-1e-3}"
 classifier="$(with_sigma "$RESNET110_CIFAR10" 0.00)"

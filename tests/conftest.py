@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny digits classifier trained once per session (CPU, a few seconds)."""
+"""Shared fixtures: a tiny digits classifier trained once per session (CPU, a few seconds); running an
+entry script in a subprocess (``run_script``) or in this process (``run_main``, no interpreter start-up)."""
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -47,3 +51,21 @@ def run_script(*args: str, timeout: float = 300, check: bool = False) -> subproc
     if check and out.returncode != 0:
         raise AssertionError(f"{args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     return out
+
+
+def run_main(script: str, *argv: str) -> subprocess.CompletedProcess:
+    """Run an entry script's ``main`` in this process through the CLI wrapper every script uses
+    (``core.runs.parsers.run_cli``: one-line errors, exit status 2), one torch thread; returns what
+    ``run_script`` would (returncode, stdout, stderr)."""
+    from core.runs.parsers import run_cli
+    module = importlib.import_module(script[:-3] if script.endswith(".py") else script)
+    out, err, code, threads = io.StringIO(), io.StringIO(), 0, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_cli(module.main, module.get_args_parser(), list(argv))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())

@@ -1,5 +1,6 @@
 """Sequential (adaptive) CERTIFY: look schedule, alpha split, stopping decisions on scripted counts,
-n_used accounting, agreement with the fixed-N rules (core/adaptive.py; soundness: test_soundness.py)."""
+n_used accounting, agreement with the fixed-N rules (core/adaptive.py, the sequential paths of core/smoothing.py and
+core/cascade.py; soundness: test_soundness.py)."""
 import math
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 from core import adaptive, stats
-from core.adaptive import look_schedule, look_weights, sequential_cascade, sequential_certify
-from core.cascade import UNDECIDED, MultiScaleSmooth, StageCounts, cascade_decide
-from core.smoothing import ABSTAIN, Smooth, certify_from_counts, example_generator
+from core.adaptive import look_schedule, look_weights
+from core.cascade import UNDECIDED, MultiScaleSmooth, StageCounts, cascade_decide, sequential_cascade
+from core.smoothing import ABSTAIN, Smooth, certify_from_counts, example_generator, sequential_certify
 
 ALPHA = 0.001
 

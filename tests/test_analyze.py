@@ -1,4 +1,4 @@
-"""analyze.py / core.analysis: reference numbers (Salman logs), every input format, outputs."""
+"""analyze.py / core.runs.analysis: reference numbers (Salman logs), every input format, outputs."""
 import math
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import analyze
-from core.analysis import (average_certified_radius, certified_accuracy, format_envelope_latex,
+from core.runs.analysis import (average_certified_radius, certified_accuracy, format_envelope_latex,
                            outer_envelope, plot_certified_accuracy, read_results, summarize)
 from core.errors import MsrsError
 
@@ -165,7 +165,7 @@ def test_adaptive_n_used_and_markdown(tmp_path):
 
 
 def analyze_text(paths, **kw):
-    from core.analysis import analyze as run
+    from core.runs.analysis import analyze as run
     return run(paths, **kw)
 
 

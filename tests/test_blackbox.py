@@ -2,10 +2,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from core.blackbox import FunctionClassifier, LogReplay, QueryRecorder, export_queries, read_query_log
+from core.blackbox import FunctionClassifier, LogReplay
+from core.runs.blackbox import QueryRecorder, export_queries, read_query_log
 from core.errors import MsrsError
 from core.smoothing import Smooth, example_generator
 from core.stats import floor_radius
@@ -65,7 +65,7 @@ def test_bad_logs(tmp_path):
         read_query_log(str(p))
     p.write_text("idx,j,label\n0,0,11\n")
     with pytest.raises(MsrsError, match="outside"):
-        LogReplay(str(p), 10)
+        LogReplay(read_query_log(str(p)), 10, str(p))
     p.write_text("a,b\n")
     with pytest.raises(MsrsError, match="header"):
         read_query_log(str(p))

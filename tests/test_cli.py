@@ -1,4 +1,5 @@
-"""Entry scripts end to end on CPU: rows, resume after a real kill, slicing, bad inputs."""
+"""Entry scripts end to end on CPU: rows, resume after a real kill, slicing, bad inputs. One run of each
+kind goes through a real interpreter (``run_script``); the others call ``main`` in-process (``run_main``)."""
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_main, run_script
 
 COMMON = ["--N", "200", "--N0", "20", "--batch", "100", "--device", "cpu", "--denoiser", "none"]
 
@@ -38,18 +39,18 @@ def test_certify_cascade_end_to_end(digits_classifier, tmp_path):
 
 def test_certify_single_sigma_and_predict(digits_classifier, tmp_path):
     out = tmp_path / "single.tsv"
-    run_script("certify.py", "digits", digits_classifier, str(out), "--sigmas", "0.25", "--max", "40", "--skip", "8",
-               *COMMON, check=True)
+    assert run_main("certify.py", "digits", digits_classifier, str(out), "--sigmas", "0.25", "--max", "40", "--skip",
+                    "8", *COMMON).returncode == 0
     df = pd.read_csv(out, sep="\t")
     assert list(df.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
     assert df["idx"].tolist() == [0, 8, 16, 24, 32]
     pout = tmp_path / "pred.tsv"
-    run_script("predict_ddpm.py", "digits", digits_classifier, "0.25", str(pout), "--max", "40", "--skip", "8",
-               "--N", "50", "--device", "cpu", "--denoiser", "none", check=True)
+    assert run_main("predict_ddpm.py", "digits", digits_classifier, "0.25", str(pout), "--max", "40", "--skip", "8",
+                    "--N", "50", "--device", "cpu", "--denoiser", "none").returncode == 0
     assert list(pd.read_csv(pout, sep="\t").columns) == ["idx", "label", "pred0", "pred1", "correct", "time", "conf"]
     mout = tmp_path / "mdds.tsv"
-    run_script("predict_mdds.py", "digits", digits_classifier, str(mout), "--sigma25", "--sigma50", "--max", "40",
-               "--skip", "8", "--N", "50", "--device", "cpu", "--denoiser", "none", check=True)
+    assert run_main("predict_mdds.py", "digits", digits_classifier, str(mout), "--sigma25", "--sigma50", "--max", "40",
+                    "--skip", "8", "--N", "50", "--device", "cpu", "--denoiser", "none").returncode == 0
     dm = pd.read_csv(mout, sep="\t")
     assert list(dm.columns) == ["idx", "label", "pred0", "predict", "correct", "time", "stage", "c_max"]
     assert dm["correct"].mean() >= 0.6
@@ -59,12 +60,12 @@ def test_same_rows_whatever_the_slicing_and_after_kill_resume(digits_classifier,
     args = ["digits", digits_classifier]
     flags = ["--sigma25", "--sigma50", "--sigma100", "--skip", "6", "--max", "120", "--seed", "3", *COMMON]
     full = tmp_path / "full.tsv"
-    run_script("certify.py", *args, str(full), *flags, check=True)
+    assert run_main("certify.py", *args, str(full), *flags).returncode == 0
     # the same rows in two slices
     a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
-    run_script("certify.py", *args, str(a), *flags[:-len(COMMON)], *COMMON, "--start", "0", "--max", "60",
-               check=True)
-    run_script("certify.py", *args, str(b), *flags, "--start", "60", check=True)
+    assert run_main("certify.py", *args, str(a), *flags[:-len(COMMON)], *COMMON, "--start", "0", "--max",
+                    "60").returncode == 0
+    assert run_main("certify.py", *args, str(b), *flags, "--start", "60").returncode == 0
     pd.testing.assert_frame_equal(pd.concat([rows(a), rows(b)], ignore_index=True), rows(full))
     # a real process killed mid-run, then --resume
     killed = tmp_path / "killed.tsv"
@@ -82,7 +83,7 @@ def test_same_rows_whatever_the_slicing_and_after_kill_resume(digits_classifier,
     assert 0 < n_before < 20, "the kill must land mid-run"
     with open(killed, "a") as f:   # as if killed mid-write: a partial trailing row
         f.write("999\t3\t")
-    run_script("certify.py", *args, str(killed), *flags, "--resume", check=True)
+    assert run_main("certify.py", *args, str(killed), *flags, "--resume").returncode == 0
     pd.testing.assert_frame_equal(rows(killed), rows(full))
 
 
@@ -110,8 +111,8 @@ def test_bad_inputs_one_line_error(case, digits_classifier, tmp_path):
     argv, needle = BAD[case]
     argv = [a.format(tmp=tmp_path, out=tmp_path / "out.tsv", clf=digits_classifier, bare=bare, existing=existing)
             for a in argv]
-    r = run_script("certify.py", *argv, "--device", "cpu")
-    assert r.returncode != 0
+    r = run_main("certify.py", *argv, "--device", "cpu")
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "warn(" not in ln]
     assert len(lines) == 1, r.stderr

@@ -1,8 +1,6 @@
 """Diffusion denoising (DDS one-shot, DensePure multi-step, voting) and diffusion checkpoint loading."""
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.denoise import DenoiseThenClassify, DiffusionDenoiser, load_denoiser, majority_vote, t_star_for_sigma
+from core.denoise import DenoiseThenClassify, DiffusionDenoiser, majority_vote, t_star_for_sigma
+from core.runs.loaders import load_denoiser
 from core.errors import MsrsError
 from models.diffusion import NAMED_CONFIGS, create_model_and_diffusion, load_diffusion, save_diffusion
 
@@ -190,10 +189,9 @@ def test_load_raw_and_own_format(tmp_path, small, small_state):
 
 
 def test_dncnn_files_go_to_load_dncnn(tmp_path, monkeypatch):
+    from core.runs import loaders
     calls = []
-    fake = types.ModuleType("models.dncnn")
-    fake.load_dncnn = lambda obj, path: calls.append((obj["arch"], path)) or nn.Identity()
-    monkeypatch.setitem(sys.modules, "models.dncnn", fake)
+    monkeypatch.setattr(loaders, "load_dncnn", lambda obj, path: calls.append((obj["arch"], path)) or nn.Identity())
     path = str(tmp_path / "dncnn.pth.tar")
     torch.save({"arch": "cifar_dncnn", "state_dict": {"w": torch.zeros(1)}}, path)
     assert isinstance(load_denoiser(path, sigma=0.25), nn.Identity)

@@ -90,7 +90,6 @@ def test_torchrun_two_ranks_identical(reference, digits_classifier, tmp_path):
 def test_split_n_sums_worker_counts(digits_classifier, tmp_path):
     """--split_n under torchrun: each rank draws its share of N0/N from its own stream, counts are summed,
     one bound. The rows equal an in-process computation of exactly that."""
-    import numpy as np
     from core.smoothing import Smooth, SplitCounts, certify_from_counts, example_generator
     from core.stats import floor_radius
     from datasets import get_dataset

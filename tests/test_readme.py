@@ -46,7 +46,7 @@ def test_readme_command_parses(cmd):
     if argv[0] == "-m":
         module, args = argv[1], argv[2:]
         if module == "core.blackbox":
-            from core.blackbox import get_args_parser
+            from core.runs.blackbox import get_args_parser
             get_args_parser().parse_args(args)
             return
         module = ENTRY_MODULES[module]

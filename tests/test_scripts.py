@@ -102,9 +102,12 @@ def torchrun(argv: list[str]) -> list[tuple[str, list[str]]]:
     return [(ENTRY_MODULES[ns.training_script], list(ns.training_script_args))]
 
 
+TRAINING_TASKS = {"train_clip": "core.train.classifier", "finetune_diffusion": "core.train.denoiser"}
+
+
 def check_parses(module: str, args: list[str], shown: str) -> argparse.Namespace:
     """Parse with the entry script's parser and run its argument checks; fail showing the command."""
-    from core import cli
+    from core.runs import parsers as cli
     from core.errors import MsrsError
     try:
         ns = parser_of(module).parse_args(args)
@@ -120,8 +123,8 @@ def check_parses(module: str, args: list[str], shown: str) -> argparse.Namespace
             from datasets import dataset_info
             dataset_info(ns.dataset)
             check_model_names(ns)
-        elif hasattr(importlib.import_module(module), "check_args"):
-            importlib.import_module(module).check_args(ns)
+        elif module in TRAINING_TASKS:
+            importlib.import_module(TRAINING_TASKS[module]).check_args(ns)
     except (MsrsError, KeyError) as e:
         pytest.fail(f"{module} rejects ({e}):\n  {shown}")
     return ns

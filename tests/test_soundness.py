@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from core.cascade import MultiScaleSmooth
 from core.smoothing import Smooth, certify_from_counts, example_generator

@@ -1,4 +1,4 @@
-"""The fast path (core.speed, pipeline.build_base_classifier, Smooth.sample_counts): batch sizing, the
+"""The fast path (core.runs.speed, core.runs.setup.build_base_classifier, Smooth.sample_counts): batch sizing, the
 --amp off bit-identity with the plain reference loop, and the throughput bench on a tiny config (CPU)."""
 import copy
 import sys
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import speed
+from core.runs import speed
 from core.denoise import DenoiseThenClassify
-from core.pipeline import build_base_classifier
+from core.runs.setup import build_base_classifier
 from core.smoothing import Smooth, example_generator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

@@ -13,7 +13,10 @@ from torch import nn
 
 import finetune_diffusion
 import train_clip
-from core import engine, objectives
+from core import objectives
+from core.train import engine, optim
+from core.train.classifier import build_model
+from core.train import state as train_state
 from core.errors import MsrsError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,16 +76,16 @@ def tiny_files(tmp_path_factory):
 # ---- engine pieces --------------------------------------------------------------------------------
 
 def test_cosine_scheduler_warmup_and_floor():
-    s = engine.cosine_scheduler(1.0, 0.01, epochs=4, niter_per_ep=10, warmup_epochs=1)
+    s = optim.cosine_scheduler(1.0, 0.01, epochs=4, niter_per_ep=10, warmup_epochs=1)
     assert len(s) == 40 and s[0] == 0.0 and s[9] == pytest.approx(1.0) and s[10] == pytest.approx(1.0)
     assert np.all(np.diff(s[10:]) <= 1e-12) and 0.01 <= s[-1] < 0.02 and s.min() >= 0.0
-    assert engine.cosine_scheduler(1.0, 0.0, 1, 10, warmup_steps=3)[2] == pytest.approx(1.0)
+    assert optim.cosine_scheduler(1.0, 0.0, 1, 10, warmup_steps=3)[2] == pytest.approx(1.0)
 
 
 def test_layer_decay_groups_clip_tiny():
     from models.classifiers import create_model
     m = create_model("CLIP_B16_tiny", num_classes=10)         # 2 blocks: ids 0 (embed), 1, 2, 3 (head)
-    groups = engine.param_groups_lrd(m, weight_decay=0.05, layer_decay=0.5)
+    groups = optim.param_groups_lrd(m, weight_decay=0.05, layer_decay=0.5)
     scale = {id(p): (g["lr_scale"], g["weight_decay"]) for g in groups for p in g["params"]}
     named = dict(m.named_parameters())
     assert scale[id(named["1.pos_embed"])] == (0.5 ** 3, 0.0) and scale[id(named["1.cls_token"])] == (0.5 ** 3, 0.0)
@@ -90,7 +93,7 @@ def test_layer_decay_groups_clip_tiny():
     assert scale[id(named["1.blocks.1.attn.qkv.bias"])] == (0.5, 0.0)
     assert scale[id(named["1.head.weight"])] == (1.0, 0.05) and scale[id(named["1.fc_norm.weight"])] == (1.0, 0.0)
     assert id(named["1.patch_embed.proj.weight"]) not in scale           # conv1 is frozen (FT-CLIP)
-    flat = engine.param_groups_lrd(create_model("digits_cnn"), 0.05, layer_decay=0.5)
+    flat = optim.param_groups_lrd(create_model("digits_cnn"), 0.05, layer_decay=0.5)
     assert {g["lr_scale"] for g in flat} == {1.0}                       # no blocks: nothing to decay
 
 
@@ -98,23 +101,23 @@ def test_ema_update_and_lora_merge():
     from models.classifiers import create_model
     torch.manual_seed(0)
     m = create_model("CLIP_B16_tiny", num_classes=10).eval()
-    ema = engine.ModelEma(m, decay=0.5)
+    ema = train_state.ModelEma(m, decay=0.5)
     with torch.no_grad():
         w = m.net.head.weight
         old = ema.module.net.head.weight.clone()
         w.add_(1.0)
     ema.update(m)
     assert torch.allclose(ema.module.net.head.weight, old + 0.5)
-    n = engine.apply_lora(m, r=2, alpha=4)
+    n = optim.apply_lora(m, r=2, alpha=4)
     assert n == 4 and all(p.requires_grad == (".lora_" in k or "head" in k or "fc_norm" in k)
                           for k, p in m.named_parameters())
     with torch.no_grad():
         for mod in m.modules():
-            if isinstance(mod, engine.LoRALinear):
+            if isinstance(mod, optim.LoRALinear):
                 mod.lora_B.normal_()
     x = torch.rand(2, 3, 16, 16)
     plain = create_model("CLIP_B16_tiny", num_classes=10).eval()
-    plain.load_state_dict(engine.merged_state_dict(m))                  # strict: plain keys only
+    plain.load_state_dict(optim.merged_state_dict(m))                  # strict: plain keys only
     assert torch.allclose(plain(x), m(x), atol=1e-5)
 
 
@@ -239,7 +242,9 @@ def test_train_clip_deepspeed_checkpoint_loads_and_certifies(tmp_path, monkeypat
     import importlib
     ds_torch = importlib.import_module("deepspeed.comm.torch")
     monkeypatch.setattr(ds_torch, "build_shm_op", lambda: None)          # skip a one-off C++ build (CPU shm allreduce)
-    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0").items():
+    from core.train.distributed import free_port                        # a fixed port collides with other runs
+    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                     LOCAL_RANK="0").items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "ds"
     flags = ("--model", "CLIP_B16_tiny", "--deepspeed", "--model_ema", "--model_ema_decay", "0.5",
@@ -263,7 +268,7 @@ def test_train_clip_deepspeed_checkpoint_loads_and_certifies(tmp_path, monkeypat
     from models.classifiers import load_classifier
     clf = load_classifier(str(out / "checkpoint-best"), num_classes=10)             # the EMA weights
     state = torch.load(out / "checkpoint-last.pt", weights_only=True)
-    ref = train_clip.build_model(args, 10)[0].eval()
+    ref = build_model(args, 10)[0].eval()
     ref.load_state_dict(state["model_ema"])
     x = torch.rand(4, 3, 16, 16)
     assert torch.allclose(clf(x), ref(x), atol=1e-5)
@@ -302,7 +307,8 @@ def test_train_clip_user_errors(tmp_path):
 # ---- finetune_diffusion.py ------------------------------------------------------------------------
 
 def test_finetune_ddpm_resume_and_outputs(tmp_path, tiny_files, monkeypatch):
-    from core.denoise import DiffusionDenoiser, load_denoiser
+    from core.denoise import DiffusionDenoiser
+    from core.runs.loaders import load_denoiser
     from models.diffusion import load_diffusion
     cfg = str(tiny_files / "unet.json")
     full = finetune_diffusion.main(diff_args(tmp_path / "full", "--mode", "ddpm", "--denoiser_config", cfg,
@@ -342,7 +348,7 @@ def test_finetune_mdds_mode(tmp_path, tiny_files):
 
 
 def test_finetune_dncnn_objectives(tmp_path, tiny_files):
-    from core.denoise import load_denoiser
+    from core.runs.loaders import load_denoiser
     from models.dncnn import DnCNN
     common = ("--mode", "dncnn", "--noise_sd", "0.25", "--epochs", "1", "--steps_per_epoch", "1", "--batch_size", "4")
     with pytest.raises(MsrsError, match="noise_sd > 0"):
@@ -363,7 +369,8 @@ def test_finetune_dncnn_objectives(tmp_path, tiny_files):
 # ---- the zoo and train_zoo.sh ---------------------------------------------------------------------
 
 def test_zoo_checkpoints_load_strictly_and_work():
-    from core.denoise import DenoiseThenClassify, load_denoiser
+    from core.denoise import DenoiseThenClassify
+    from core.runs.loaders import load_denoiser
     from datasets import get_dataset
     from models.checkpoint import load_checkpoint
     from models.classifiers import load_classifier

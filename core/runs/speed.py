@@ -1,7 +1,7 @@
 """Speed of the certify loop: the batch size that fits device memory (``--batch auto``) and the
 memory-layout rule of the fast path.
 
-The fast path (``core.pipeline.build_base_classifier`` + ``Smooth.sample_counts``) draws the noise on the
+The fast path (``core.runs.setup.build_base_classifier`` + ``Smooth.sample_counts``) draws the noise on the
 device from the example's generator, counts on the device, and syncs with the host once per
 ``sample_counts`` call. Numerics rule (issue 5): with ``--amp off`` it computes exactly what the plain
 modules compute. channels_last is therefore used only *with* autocast on CUDA (NHWC convolutions run

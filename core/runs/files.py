@@ -1,5 +1,5 @@
-"""Run bookkeeping: which examples to process, TSV rows written one by one (flushed), resume after a
-kill, the JSON sidecar, shard part files and their merge."""
+"""Run files: which examples to process, TSV rows written one by one (flushed), resume after a kill,
+the JSON sidecar, shard part files and their merge into one TSV."""
 from __future__ import annotations
 
 import datetime
@@ -106,7 +106,7 @@ def file_sha256(path: str, limit: int | None = None) -> str | None:
 
 def git_commit() -> str | None:
     try:
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

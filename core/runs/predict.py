@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 from typing import Callable
 
 import pandas as pd
 
 from core.errors import MsrsError
-from core.run import atomic_write_text
+from core.runs.files import atomic_write_text
+from core.runs.loop import check_outfile
+from datasets import CORRUPTIONS
 
 
 def corruptions(corr_type: str) -> list[str]:
-    from datasets.cifar import CORRUPTIONS
     if corr_type == "all":
         return list(CORRUPTIONS)
     names = [c for c in corr_type.split(",") if c]
@@ -33,7 +35,6 @@ def run_datasets(args: argparse.Namespace, run_one: Callable[[argparse.Namespace
     """Run ``run_one(args, dataset, outfile)`` for the dataset (or each corruption) and report accuracy."""
     results: dict[str, float] = {}
     if args.dataset != "cifar10c":
-        from core.pipeline import check_outfile
         check_outfile(args.outfile, args.resume)
         path = run_one(args, args.dataset, args.outfile)
         if path == args.outfile:
@@ -54,7 +55,6 @@ def run_datasets(args: argparse.Namespace, run_one: Callable[[argparse.Namespace
     if results:
         name = os.path.join(outdir, f"accuracy_cifar10c_{args.corr_type}_s{args.severity}_{tag}_sk{args.skip}_st{args.start}.csv")
         rows = [[k, v] for k, v in results.items()]
-        import io
         buf = io.StringIO()
         csv.writer(buf).writerows(rows)
         atomic_write_text(name, buf.getvalue())

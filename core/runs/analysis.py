@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.cascade import UNDECIDED
 from core.errors import MsrsError
+from core.smoothing import ABSTAIN
 
-ABSTAIN, UNDECIDED = -1, -2
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 # Formats, most specific first: (name, columns that must all be present). Extra columns are kept
@@ -366,7 +367,7 @@ def plot_certified_accuracy(dfs: list[pd.DataFrame], labels: list[str], out: str
     as one marker at r = 0 (their empirical accuracy). Returns the matplotlib Figure; with `out`
     (.png, .pdf or .svg) the file is written atomically and overwritten if it exists.
     """
-    from matplotlib.figure import Figure   # no pyplot: no global backend or figure registry
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
     rmax = max([float(np.nanmax(df["radius"])) for df in dfs if has_radius(df) and len(df)] + [0.0])
     rmax = rmax if rmax > 0 else 1.0
@@ -441,3 +442,9 @@ def analyze(paths: list[str], labels: list[str] | None = None, radii=DEFAULT_RAD
     labels = list(labels) if labels is not None else [Path(p).stem for p in paths]
     runs = [summarize(df, radii, label) for df, label in zip(dfs, labels)]
     return format_table(runs, fmt, compare=compare, envelope=envelope), dfs, labels
+
+
+def print_summary(path: str, radii: list[float]) -> None:
+    """Print the certified-accuracy table of a finished result file (the analyze.py markdown table)."""
+    text, _, _ = analyze([path], radii=radii, fmt="markdown")
+    print(text, flush=True)

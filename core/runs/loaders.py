@@ -1,0 +1,104 @@
+"""Reading the models a run smooths: the denoiser of ``--denoiser`` (one network shared by every sigma),
+the default denoiser of each dataset family (``--denoiser auto``), and the hashes of the files read."""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from core.denoise import DiffusionDenoiser
+from core.errors import MsrsError
+from core.runs.files import file_sha256
+from models.checkpoint import load_checkpoint, load_state_dict_strict, resolve_zoo, strip_prefixes
+from models.classifiers import resolve_classifier_path
+from models.diffusion import create_model_and_diffusion, split_diffusion_checkpoint
+from models.dncnn import is_dncnn_checkpoint, load_dncnn
+
+# --denoiser auto: the diffusion model each dataset family is smoothed with, where the MDDS scripts keep it
+# (path, named config for raw OpenAI state dicts, reflection-pad size).
+DEFAULT_DENOISERS = {
+    "digits": ("zoo:digits_ddpm", "digits-ddpm", None),
+    "cifar10": ("OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt", "improved-cifar10-uncond", None),
+    "imagenet": ("OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt", "guided-256-uncond", 256),
+}
+
+
+def dataset_family(name: str) -> str | None:
+    name = name.replace("_", "-")
+    for fam in ("digits", "imagenet", "cifar10"):
+        if name.startswith(fam):
+            return fam
+    return None
+
+
+def resolve_denoiser_args(args: argparse.Namespace, dataset: str) -> None:
+    """Fill --denoiser auto, --denoiser_config and --pad_to from the dataset family (MDDS defaults)."""
+    fam = DEFAULT_DENOISERS.get(dataset_family(dataset))
+    if args.denoiser == "auto":
+        if args.classifier.startswith("querylog:"):
+            args.denoiser = "none"
+        elif fam is None:
+            raise MsrsError(f"no default denoiser for dataset {dataset!r}: pass --denoiser PATH or --denoiser none")
+        else:
+            args.denoiser = fam[0]
+            if not fam[0].startswith("zoo:") and not os.path.isfile(fam[0]):
+                raise MsrsError(f"the default {dataset} denoiser is not at {fam[0]}: put the OpenAI checkpoint "
+                                "there, pass --denoiser PATH (--ddpm_path), or --denoiser none for plain smoothing")
+    if args.denoiser != "none" and fam is not None:
+        if args.denoiser_config is None:
+            args.denoiser_config = fam[1]
+        if args.pad_to is None:
+            args.pad_to = fam[2]
+    if args.pad_to == 0:
+        args.pad_to = None
+
+
+def load_denoisers(spec: str, sigmas: list[float], config: str | Mapping[str, Any] | None = None,
+                   trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
+                   clip: bool = True) -> dict[float, nn.Module] | None:
+    """``--denoiser`` → {sigma: module (CPU, eval) mapping noisy pixels to denoised pixels}, or None for 'none'.
+
+    The checkpoint is read once and one network is shared by every sigma (a cascade over an ImageNet
+    UNet holds it once). spec: 'none', ``zoo:NAME`` or a path. Salman DnCNN files (``models.dncnn.is_dncnn_checkpoint``) go to
+    ``models.dncnn.load_dncnn`` (one denoiser for every sigma); diffusion checkpoints (OpenAI raw state
+    dicts need ``config``: a name or JSON file) become one DiffusionDenoiser per sigma.
+    """
+    if spec is None or spec.lower() == "none":
+        return None
+    path = resolve_zoo(spec)
+    obj = load_checkpoint(path, trust=trust)
+    if is_dncnn_checkpoint(obj):
+        if num_t_steps != 1:
+            raise MsrsError(f"{path} is a DnCNN denoiser: --num_t_steps applies to diffusion denoisers only")
+        dncnn = load_dncnn(obj, path).eval()
+        return {float(s): dncnn for s in sigmas}
+    kwargs, sd = split_diffusion_checkpoint(obj, path, config)
+    model, diffusion = create_model_and_diffusion(**kwargs)
+    load_state_dict_strict(model, strip_prefixes(sd), path)
+    model.eval()
+    return {float(s): DiffusionDenoiser(model, diffusion, s, num_t_steps, pad_to, clip).eval() for s in sigmas}
+
+
+def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigma: float | None = None,
+                  trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
+                  clip: bool = True) -> nn.Module | None:
+    """One sigma's denoiser (see ``load_denoisers``); ``sigma`` is needed for diffusion checkpoints."""
+    if spec is None or spec.lower() == "none":
+        return None
+    if sigma is None:
+        path = resolve_zoo(spec)
+        if not is_dncnn_checkpoint(load_checkpoint(path, trust=trust)):
+            raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
+        sigma = 0.0
+    return load_denoisers(spec, [sigma], config, trust, num_t_steps, pad_to, clip)[float(sigma)]
+
+
+def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
+    """sha256 of the files the run read, resolved by the loaders' own rules (zoo:, checkpoint dirs, logs)."""
+    clf = args.classifier
+    clf = clf[len("querylog:"):] if clf.startswith("querylog:") else resolve_classifier_path(clf)
+    den = None if args.denoiser == "none" else resolve_zoo(args.denoiser)
+    return {"classifier": file_sha256(clf), "denoiser": file_sha256(den)}

@@ -1,0 +1,215 @@
+"""Parent argument parsers: every flag of the entry scripts is defined once, here or (the training
+family's own) in ``core.train.parsers``; the shared argument checks; ``run_cli``, the error wrapper.
+
+Flag names and defaults follow the reference scripts (locuslab/smoothing, MDDS, DDS, DensePure, FT-CLIP,
+FT-CADIS, Salman). Two names keep the meaning their reference gives them in each script family, and
+each is defined once per family (docs/ARCHITECTURE.md): ``--batch`` is the noise batch of the certify
+family (``noise_parser``) and FT-CADIS's per-process batch (an alias of ``--batch_size``) in training;
+``--resume`` is a switch in the certify family (``certify_parser``: continue OUTFILE) and an optional
+checkpoint path in training (FT-CLIP's ``--resume [PATH]``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from core.errors import MsrsError
+
+SIGMA_FLAGS = {"sigma25": 0.25, "sigma50": 0.5, "sigma100": 1.0}
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+def _parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def data_parser(examples: bool = True) -> argparse.ArgumentParser:
+    """--data_path; with ``examples`` the selection of the examples a run goes through (certify family)."""
+    p = _parser()
+    g = p.add_argument_group("data")
+    g.add_argument("--data_path", default="datasets", help="folder holding the datasets (see README)")
+    if not examples:
+        return p
+    g.add_argument("--split", choices=["train", "test"], default="test", help="train or test set")
+    g.add_argument("--skip", type=int, default=1, help="only every SKIP-th example")
+    g.add_argument("--start", type=int, default=0, help="first example index")
+    g.add_argument("--max", type=int, default=-1, help="stop before this example index (-1: to the end)")
+    g.add_argument("--corr_type", default="all",
+                   help="cifar10c: corruption names (comma-separated) or 'all'")
+    g.add_argument("--severity", type=int, default=5, help="cifar10c severity 1..5")
+    g.add_argument("--imagenet_transform", choices=["resize256", "mdds"], default="resize256",
+                   help="ImageNet preprocessing: Resize256+Crop224 (DDS/Cohen) or Resize224 (MDDS)")
+    return p
+
+
+def model_parser(smoothing: bool = True) -> argparse.ArgumentParser:
+    """The models a script reads; with ``smoothing`` the denoise-then-classify options of the certify family."""
+    p = _parser()
+    g = p.add_argument_group("models")
+    g.add_argument("--arch", default=None,
+                   help="classifier architecture (a registered name such as CLIP_B16, timm:NAME, tv:NAME) for files "
+                        "that do not name one; train_clip.py: the classifier it trains (FT-CADIS's name for --model); "
+                        "finetune_diffusion.py --mode dncnn: the DnCNN architecture (Salman's)")
+    g.add_argument("--denoiser", default="auto" if smoothing else None,
+                   help="a diffusion checkpoint, a DnCNN checkpoint or zoo:NAME; certify family also 'auto' (the "
+                        "dataset's diffusion model at its MDDS path, see README) and 'none' (plain Cohen smoothing)")
+    g.add_argument("--denoiser_config", default=None,
+                   help="named diffusion config for raw OpenAI checkpoints (improved-cifar10-uncond, guided-256-uncond, "
+                        "digits-ddpm, ...) or a JSON file of kwargs")
+    g.add_argument("--ddpm_path", default=None, help="MDDS alias: diffusion weights (same as --denoiser)")
+    g.add_argument("--trust_checkpoint", action="store_true",
+                   help="allow full unpickling of checkpoints that need more than tensors (can run code!)")
+    if not smoothing:
+        return p
+    g.add_argument("--use_module", action="store_true",
+                   help="DeepSpeed checkpoints: load 'module' instead of the default 'model_ema'")
+    g.add_argument("--pad_to", type=int, default=None,
+                   help="reflection-pad inputs to this size before denoising and crop back (default: 256 on "
+                        "ImageNet datasets as MDDS does; 0 feeds 224 unpadded as DDS does)")
+    g.add_argument("--num_t_steps", type=int, default=1, help="DensePure: reverse steps from t* (1 = one-shot DDS)")
+    g.add_argument("--reverse_seeds", type=int, default=1, help="DensePure: reverse runs majority-voted per sample")
+    return p
+
+
+def sigma_parser(cascade: bool = True) -> argparse.ArgumentParser:
+    """Noise levels (pixel space, images in [0,1]): the cascade's set (``cascade``), or one ``--sigma``."""
+    p = _parser()
+    g = p.add_argument_group("noise levels")
+    if not cascade:
+        g.add_argument("--sigma", "--train_noise_sd", "--gaussian_std", dest="sigma", type=float, default=None,
+                       help="the Gaussian noise level (pixels in [0,1]): of the queries (core.blackbox export), "
+                            "of the training copies (train_clip.py)")
+        return p
+    for name, s in SIGMA_FLAGS.items():
+        g.add_argument(f"--{name}", action="store_true", help=f"add sigma={s} (several: the MDDS cascade)")
+    g.add_argument("--sigmas", type=float, nargs="+", default=[], help="any sigma values")
+    return p
+
+
+def noise_parser(n_default: int = 100000) -> argparse.ArgumentParser:
+    """How many noise draws, in which batches (certify family and the black-box export)."""
+    p = _parser()
+    g = p.add_argument_group("noise draws")
+    g.add_argument("--N", type=int, default=n_default, help="number of estimation samples")
+    g.add_argument("--N0", type=int, default=100, help="number of selection samples")
+    g.add_argument("--batch", default="1000", help="noise batch size, or 'auto' to fit device memory")
+    return p
+
+
+def runtime_parser(device: bool = True) -> argparse.ArgumentParser:
+    """The run's seed; with ``device`` the device and autocast, one meaning in every script
+    (``core.runs.setup.resolve_device`` / ``amp_dtype``)."""
+    p = _parser()
+    g = p.add_argument_group("runtime")
+    g.add_argument("--seed", type=int, default=0,
+                   help="the run's seed (certify family: noise streams per (seed, idx), so rows never depend on "
+                        "sharding or resume; training: data order, noise, initialization)")
+    if device:
+        g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+        g.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                       help="autocast of the forward passes: auto = bf16 on CUDA and off on other devices; bf16 / "
+                            "fp16 on any device as given; off = float32")
+    return p
+
+
+def certify_parser() -> argparse.ArgumentParser:
+    """The certify family's own: the decision rules' parameters, and how a run is executed."""
+    p = _parser()
+    g = p.add_argument_group("smoothing")
+    g.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    g.add_argument("--skip_p", type=float, default=0.5, help="MDDS p0: a stage abstains below it")
+    g.add_argument("--cascade_alpha", choices=["mdds", "union"], default="mdds",
+                   help="cascade levels: 'mdds' alpha/(k+1) per stage as the reference; 'union' 2*alpha/(K(K+1)) "
+                        "per bound, which keeps the overall failure probability <= alpha (see README)")
+    g = p.add_argument_group("run")
+    g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and classifier")
+    g.add_argument("--resume", action="store_true", help="continue an existing OUTFILE after its last complete row")
+    g.add_argument("--split_n", action="store_true",
+                   help="under torchrun: split each example's N0/N draws across the ranks (counts summed, one "
+                        "bound) instead of splitting the examples; for models too slow for one GPU per example")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="process shard I of N (Slurm arrays); merge with `python -m core.shards merge OUTFILE`")
+    return p
+
+
+def certify_family(n_default: int = 100000) -> list[argparse.ArgumentParser]:
+    """The parents of certify.py, predict_ddpm.py and predict_mdds.py."""
+    return [data_parser(), model_parser(), sigma_parser(), noise_parser(n_default), certify_parser(), runtime_parser()]
+
+
+def sigmas_from_args(args: argparse.Namespace) -> list[float]:
+    """The sigma levels asked for (flags and --sigmas), descending (the cascade order), validated."""
+    sig = [s for name, s in SIGMA_FLAGS.items() if getattr(args, name, False)] + list(getattr(args, "sigmas", []))
+    sig = sorted(set(float(s) for s in sig), reverse=True)
+    if not sig:
+        raise MsrsError("no sigma given: pass --sigma25/--sigma50/--sigma100 or --sigmas S [S ...]")
+    bad = [s for s in sig if not s > 0]
+    if bad:
+        raise MsrsError(f"sigma must be > 0, got {bad[0]}")
+    return sig
+
+
+def need(cond: bool, msg: str) -> None:
+    """Raise the one-line MsrsError ``msg`` unless ``cond``."""
+    if not cond:
+        raise MsrsError(msg)
+
+
+def resolve_ddpm_path(args: argparse.Namespace) -> None:
+    """--ddpm_path (MDDS's name) is --denoiser: give the weights once."""
+    if getattr(args, "ddpm_path", None):
+        need(args.denoiser in (None, "auto", "none", args.ddpm_path),
+             "give the diffusion weights once: --denoiser PATH or --ddpm_path PATH")
+        args.denoiser = args.ddpm_path
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Range checks shared by every entry script; one-line MsrsError on the first bad value."""
+    for name in ("N", "N0"):
+        if hasattr(args, name):
+            need(getattr(args, name) > 0, f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if hasattr(args, "alpha"):
+        need(0 < args.alpha < 1, f"--alpha must be in (0, 1), got {args.alpha}")
+    if hasattr(args, "skip_p"):
+        need(0 < args.skip_p < 1, f"--skip_p must be in (0, 1), got {args.skip_p}")
+    if hasattr(args, "skip"):
+        need(args.skip >= 1, f"--skip must be >= 1, got {args.skip}")
+        need(args.start >= 0, f"--start must be >= 0, got {args.start}")
+    if hasattr(args, "batch"):
+        need(args.batch == "auto" or (str(args.batch).isdigit() and int(args.batch) > 0),
+             f"--batch must be a positive integer or 'auto', got {args.batch}")
+    if hasattr(args, "num_t_steps"):
+        need(args.num_t_steps >= 1, f"--num_t_steps must be >= 1, got {args.num_t_steps}")
+        need(args.reverse_seeds >= 1, f"--reverse_seeds must be >= 1, got {args.reverse_seeds}")
+    resolve_ddpm_path(args)
+    if getattr(args, "shard", None):
+        parse_shard(args.shard)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise MsrsError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise MsrsError(f"--shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
+            argv: list[str] | None = None) -> None:
+    """Parse, run main, and turn user errors into one line on stderr and exit status 2 (no traceback)."""
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except MsrsError as e:
+        prog = os.path.basename(sys.argv[0]) if argv is None else ""
+        prog = parser.prog if prog in ("", "__main__.py") else prog
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rows written so far are kept; rerun with --resume to continue", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,193 @@
+"""Job set-up of the certify family: the device, autocast (one definition of each, also used by the
+training scripts), the numerics flags, the base classifier f_sigma of each sigma, and the ``Job`` a
+script's per-example function works on (dataset, classifier, denoisers, generators, batch size)."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from core.blackbox import LogReplay
+from core.denoise import DenoiseThenClassify
+from core.errors import MsrsError
+from core.runs import speed
+from core.runs.blackbox import read_query_log
+from core.runs.loaders import load_denoisers, resolve_denoiser_args
+from core.smoothing import SplitCounts, example_generator
+from datasets import dataset_info, get_dataset
+from models.classifiers import LogitMask, load_classifier
+
+
+# ----------------------------------------------------------------------------------------- devices
+def resolve_device(spec: str) -> torch.device:
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if spec == "auto":
+        spec = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif spec == "cuda" and "LOCAL_RANK" in os.environ:
+        spec = f"cuda:{local_rank}"
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MsrsError("--device cuda asked for, but no CUDA device is visible; use --device cpu")
+    return dev
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """--amp: 'auto' = bf16 on CUDA and off (None: float32) elsewhere; 'bf16' / 'fp16' on any device; 'off'."""
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "off"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+
+def set_backend_flags(device: torch.device) -> dict[str, Any]:
+    """Set (in main, never at import) and return the numerics flags recorded in the sidecar."""
+    flags: dict[str, Any] = {"device": str(device)}
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        flags.update(tf32=True, cudnn_benchmark=True, gpu=torch.cuda.get_device_name(device))
+    return flags
+
+
+class Autocast(torch.nn.Module):
+    """Runs a module under autocast (bf16/fp16) and returns float32 scores; a no-op when dtype is None."""
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype | None):
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype is None:
+            return self.module(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            return self.module(x).float()
+
+    def set_example(self, seed: int, idx: int) -> None:
+        if hasattr(self.module, "set_example"):
+            self.module.set_example(seed, idx)
+
+
+def build_base_classifier(classifier: Callable[[torch.Tensor], torch.Tensor], denoiser: torch.nn.Module | None,
+                          sigma: float, device: torch.device, amp: torch.dtype | None, compile: bool = False,
+                          reverse_seeds: int = 1, channels_last: bool | None = None) -> torch.nn.Module:
+    """The one place a base classifier f_sigma is assembled (entry scripts via Job, and bench/):
+    DenoiseThenClassify(denoiser, classifier) -- or the classifier alone -- under Autocast, on device, eval.
+
+    Fast-path switches (core.runs.speed): channels_last weights on CUDA with autocast only (``channels_last=None``),
+    so that with amp None the result computes exactly what the plain modules do; torch.compile only when
+    asked. The networks are converted in place (shared by every sigma, and by clean_logits).
+    """
+    base = classifier if denoiser is None else DenoiseThenClassify(denoiser, classifier, sigma,
+                                                                   reverse_seeds=reverse_seeds)
+    base = Autocast(base, amp).to(device).eval()
+    if channels_last is None:
+        channels_last = speed.use_channels_last(device, amp)
+    if channels_last:
+        speed.to_channels_last(base)
+    return torch.compile(base) if compile else base
+
+
+@dataclass
+class Job:
+    args: argparse.Namespace
+    device: torch.device
+    dataset: Any
+    info: Any
+    classifier: torch.nn.Module
+    denoiser_spec: str
+    amp: torch.dtype | None
+    flags: dict[str, Any]
+    sigmas: list[float]
+    split: SplitCounts | None = None
+    _bases: dict | None = None
+    _denoisers: dict | None = None
+
+    def base_classifier(self, sigma: float) -> torch.nn.Module:
+        """f_sigma: noisy pixel batch -> logits (denoise-then-classify, or the classifier itself)."""
+        a = self.args
+        if self._bases is None:
+            self._bases = {}
+        if sigma not in self._bases:
+            den = None
+            if self.denoiser_spec != "none":
+                # one denoiser per sigma the run uses, sharing one network (loaded once)
+                if self._denoisers is None or sigma not in self._denoisers:
+                    self._denoisers = load_denoisers(self.denoiser_spec, self.sigmas, config=a.denoiser_config,
+                                                     trust=a.trust_checkpoint, num_t_steps=a.num_t_steps,
+                                                     pad_to=a.pad_to)
+                den = self._denoisers[sigma]
+            self._bases[sigma] = build_base_classifier(self.classifier, den, sigma, self.device, self.amp,
+                                                       compile=a.compile, reverse_seeds=a.reverse_seeds)
+        return self._bases[sigma]
+
+    def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return Autocast(self.classifier, self.amp)(x.unsqueeze(0))[0].float()
+
+    def set_example(self, idx: int) -> None:
+        for base in (self._bases or {}).values():
+            if hasattr(base, "set_example"):
+                base.set_example(self.args.seed, idx)
+
+    def generator(self, idx: int, stage: int = 0) -> torch.Generator:
+        return example_generator(self.args.seed, idx, stage, self.device, self.split.rank if self.split else 0)
+
+    def stage_generators(self, idx: int):
+        """k -> the generator of cascade stage k of example idx (this worker's stream under --split_n)."""
+        return lambda k: self.generator(idx, k)
+
+    def batch_size(self, sigma: float, n: int) -> int:
+        if self.args.batch != "auto":
+            return int(self.args.batch)
+        x, _ = self.dataset[0]
+        return speed.auto_batch_size(self.base_classifier(sigma), tuple(x.shape), self.device, cap=n)
+
+
+def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | None = None) -> Job:
+    """Device, dataset and classifier for one run (denoisers are built lazily, per sigma)."""
+    name = dataset_name or args.dataset
+    device = resolve_device(args.device)
+    flags = set_backend_flags(device)
+    split = None
+    if getattr(args, "split_n", False):
+        rank, size, distributed = torchrun_world()
+        if not distributed:
+            raise MsrsError("--split_n splits each example across torchrun ranks: launch with torchrun --nproc_per_node=K")
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+        split = SplitCounts(rank, size)
+    opts = {}
+    if name == "cifar10c":
+        names = [c for c in args.corr_type.split(",") if c]
+        corruption = None if "all" in names else (names[0] if len(names) == 1 else names)
+        opts = {"corruption": corruption, "severity": args.severity}
+    elif name == "imagenet" and args.imagenet_transform == "mdds":
+        opts = {"transform": "mdds"}
+    dataset = get_dataset(name, args.split, args.data_path, **opts)
+    info = dataset_info(name)
+    resolve_denoiser_args(args, name)  # after the dataset: a missing dataset is reported first
+    if args.classifier.startswith("querylog:"):  # answers of a black-box classifier to logged queries
+        if args.denoiser != "none" or len(sigmas) != 1:
+            raise MsrsError("a querylog: classifier answered the noisy queries of one sigma: use one sigma "
+                            "and --denoiser none")
+        log = args.classifier[len("querylog:"):]
+        return Job(args, device, dataset, info, LogReplay(read_query_log(log), info.num_classes, log),
+                   "none", None, flags, sorted(sigmas, reverse=True), split)
+    classifier = load_classifier(args.classifier, arch=args.arch, num_classes=info.num_classes,
+                                 trust=args.trust_checkpoint, ema=not args.use_module)
+    if getattr(info, "class_subset", None):
+        classifier = LogitMask(classifier, info.class_subset)
+    classifier = classifier.to(device).eval()
+    return Job(args, device, dataset, info, classifier, args.denoiser, amp_dtype(args.amp, device), flags,
+               sorted(sigmas, reverse=True), split)
+
+
+def torchrun_world() -> tuple[int, int, bool]:
+    """(rank, world, launched by torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, world > 1

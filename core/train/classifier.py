@@ -1,0 +1,333 @@
+"""train_clip.py's task: fine-tune a classifier — FT-CLIP / MDDS (clean), FT-CADIS (denoised,
+confidence-aware) or MDDS consistency — on the shared engine (``core.train.engine``).
+
+``run(args)`` is the whole run: datasets (``core.train.augment``), the model (--finetune weights, a
+re-initialized head for another number of classes, LoRA), the objective (``core.objectives``), the
+optimizer or a DeepSpeed engine, resume, the epochs with their evaluations, and the saved files
+(checkpoint-last.pt, the best model in our format or the DeepSpeed layout, --export).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from functools import partial
+
+import torch
+from torch import nn
+
+from core import objectives
+from core.errors import MsrsError
+from core.runs.loaders import load_denoiser
+from core.runs.parsers import need, resolve_ddpm_path
+from core.runs.setup import amp_dtype as resolve_amp
+from core.runs.setup import resolve_device
+from core.train import engine
+from core.train.augment import classifier_transform, train_split
+from core.train.deepspeed_glue import ds_config, save_deepspeed_layout
+from core.train.distributed import is_main, processes, unwrap
+from core.train.optim import (
+    LoRALinear,
+    apply_lora,
+    cosine_scheduler,
+    make_optimizer,
+    merged_state_dict,
+    param_groups_lrd,
+)
+from core.train.parsers import resume_path
+from core.train.state import ModelEma, TrainState, load_state, plain_dict, save_state, seed_everything
+from datasets import dataset_info, get_dataset
+from models.checkpoint import load_checkpoint, load_state_dict_strict, strip_prefixes
+from models.classifiers import (
+    create_model,
+    init_from_openai_clip,
+    load_classifier,
+    resolve_classifier_path,
+    save_classifier,
+)
+
+OBJECTIVES = ("clean", "cadis", "consistency")
+DATA_SET_ALIASES = {"CIFAR": "cifar10", "IMNET": "imagenet"}   # FT-CLIP --data_set values
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Resolve the reference spellings (FT-CLIP, FT-CADIS) and check the flags; one-line MsrsError."""
+    need(args.model is None or args.arch is None or args.model == args.arch,
+         f"give the architecture once: --model {args.model} or --arch {args.arch}")
+    args.model = args.model or args.arch or "CLIP_B16"
+    need(args.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}, got {args.objective}")
+    resolve_ddpm_path(args)
+    args.dataset = DATA_SET_ALIASES.get(args.dataset, args.dataset)
+    if args.ft_method == "lora" and args.lora_r == 0:
+        args.lora_r = 4
+    if args.use_fp16 is not None:
+        args.amp = "fp16" if args.use_fp16 else "off"
+    if args.load_from:
+        args.resume = args.load_from
+    if args.num_noises is None:
+        args.num_noises = {"cadis": 4, "consistency": 2}.get(args.objective, 1)
+    need(not (args.deepspeed and args.opt != "adamw"), "--deepspeed trains with AdamW (FT-CLIP's config); drop --opt")
+    need(args.mixup == 0 and args.cutmix == 0, "--mixup/--cutmix are not supported (MDDS and FT-CLIP use 0)")
+    need(args.batch_size > 0 and args.epochs > 0 and args.update_freq > 0,
+         "--batch_size, --epochs and --update_freq must be positive")
+    need(0 < args.layer_decay <= 1, f"--layer_decay must be in (0, 1], got {args.layer_decay}")
+    need(0 <= args.smoothing < 1, f"--smoothing must be in [0, 1), got {args.smoothing}")
+    need(0 < args.model_ema_decay < 1, f"--model_ema_decay must be in (0, 1), got {args.model_ema_decay}")
+    if args.objective in ("cadis", "consistency"):
+        need(args.sigma is not None and args.sigma > 0, f"--objective {args.objective} needs --sigma > 0")
+        need(args.num_noises >= (1 if args.objective == "cadis" else 2),
+             f"--num_noises must be >= {1 if args.objective == 'cadis' else 2} for --objective {args.objective}")
+    if args.objective == "cadis":
+        need(bool(args.denoiser) and args.denoiser != "none", "--objective cadis needs --denoiser PATH|zoo:NAME")
+        need(args.batch_size % args.num_noises == 0,
+             f"--batch_size ({args.batch_size}) must be a multiple of --num_noises ({args.num_noises})")
+        need(args.num_steps >= 1 and args.eps > 0, "--num_steps must be >= 1 and --eps > 0")
+    elif args.denoiser:
+        raise MsrsError("--denoiser is used by --objective cadis only")
+    if args.test_sigma is None:
+        args.test_sigma = args.sigma
+    if args.resume == "auto" or args.auto_resume:
+        need(bool(args.output_dir), "--resume without a path (or --auto_resume) needs --output_dir")
+
+
+def build_datasets(args: argparse.Namespace):
+    """(train, test, info): train with augmentation (clean images), test as certify sees it."""
+    info = dataset_info(args.dataset)
+    test = get_dataset(args.dataset, "test", args.data_path)
+    if args.eval:
+        return None, test, info
+    tf = classifier_transform(args, info.image_size) if args.dataset in ("cifar10", "imagenet") else None
+    return train_split(args.dataset, args.data_path, args.digits_shift, tf), test, info
+
+
+def build_model(args: argparse.Namespace, num_classes: int) -> tuple[nn.Module, dict]:
+    """The classifier and the constructor kwargs stored with it; --finetune weights, then LoRA."""
+    kw: dict = {"num_classes": num_classes}
+    if args.input_size is not None:
+        kw["img_size"] = args.input_size
+        if args.model.startswith("timm:"):           # the Preprocess resize follows the network's new size
+            kw["input_size"] = [args.input_size, args.input_size]
+    train_kw = {"drop_path_rate": args.drop_path} if args.drop_path > 0 else {}
+    try:
+        model = create_model(args.model, **kw, **train_kw)
+    except TypeError as e:
+        raise MsrsError(f"--model {args.model} does not take these options ({e}); "
+                        "drop --input_size/--drop_path") from None
+    if args.finetune:
+        init_weights(model, args)
+    if args.lora_r > 0:
+        n = apply_lora(model, args.lora_r, args.lora_alpha)
+        if is_main():
+            print(f"LoRA r={args.lora_r}: {n} layers; "
+                  f"{sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable parameters")
+    return model, kw
+
+
+def init_weights(model: nn.Module, args: argparse.Namespace) -> None:
+    """--finetune: OpenAI CLIP (visual.*) → init_from_openai_clip; else any classifier file (same arch)."""
+    if args.finetune.lower() in ("true", "1"):
+        raise MsrsError(f"--finetune {args.finetune}: not a file. We never download: save OpenAI CLIP's weights once "
+                        "with torch.save(clip.load('ViT-B/16', jit=False)[0].state_dict(), 'clip_vit_b16.pt') "
+                        "and pass that path")
+    path = resolve_classifier_path(args.finetune)                 # zoo:NAME and checkpoint-best/ dirs too
+    if not os.path.isfile(path):
+        raise MsrsError(f"--finetune {path}: file not found (an OpenAI CLIP state dict or a classifier checkpoint)")
+    obj = load_checkpoint(path, trust=args.trust_checkpoint)
+    if isinstance(obj, dict) and any(isinstance(k, str) and k.startswith("visual.") for k in strip_prefixes(obj)):
+        init_from_openai_clip(model, obj, path)
+        return
+    src = load_classifier(path, arch=args.model, trust=args.trust_checkpoint).state_dict()
+    own = model.state_dict()
+    head = {k for k in own if k in src and src[k].shape != own[k].shape}
+    if head:                                   # a different number of classes: re-initialize the head only
+        allowed = {k for k in own if k.rsplit(".", 2)[-2:][0] in ("head", "fc", "classifier")}
+        if not head <= allowed:
+            raise MsrsError(f"--finetune {path}: shape mismatch at '{sorted(head - allowed)[0]}' - wrong --model?")
+        src = {k: v for k, v in src.items() if k not in head}
+    load_state_dict_strict(model, src, path, allow_missing=frozenset(head))
+
+
+def build_objective(args: argparse.Namespace, device: torch.device):
+    """objective(model, x, y) -> (loss, metrics) and the eval input map (noise / noise+denoise) or None."""
+    if args.objective == "clean":
+        return (lambda model, x, y: objectives.clean_ce(model, x, y, args.smoothing)), None
+    if args.objective == "consistency":
+        obj = partial(objectives.consistency, sigma=args.sigma, num_noises=args.num_noises, lbd=args.consistency_lbd,
+                      eta=args.eta, smoothing=args.smoothing)
+        return (lambda model, x, y: obj(model, x, y)), noisy_input(args.test_sigma, None, args.seed)
+    den = load_denoiser(args.denoiser, config=args.denoiser_config, sigma=args.sigma, trust=args.trust_checkpoint)
+    den = den.to(device).eval().requires_grad_(False)
+    test_den = den
+    if args.test_sigma != args.sigma:
+        test_den = load_denoiser(args.denoiser, config=args.denoiser_config, sigma=args.test_sigma,
+                                 trust=args.trust_checkpoint).to(device).eval().requires_grad_(False)
+
+    def cadis(model, x, y):
+        return objectives.ft_cadis(model, den, x, y, args.sigma, args.num_noises, args.lbd, args.eps,
+                                   args.num_steps, args.warm_start, attack_model=unwrap(model))
+    return cadis, noisy_input(args.test_sigma, test_den, args.seed)
+
+
+def noisy_input(sigma: float, denoiser, seed: int):
+    """Eval input map x → [D](x + σδ) with its own generator (never the training RNG), reset per eval."""
+    state = {}
+
+    def reset(device):
+        state["g"] = torch.Generator(device=device).manual_seed(seed)
+
+    @torch.no_grad()
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if "g" not in state:
+            reset(x.device)
+        noisy = x + sigma * torch.randn(x.shape, generator=state["g"], device=x.device, dtype=x.dtype)
+        return noisy if denoiser is None else denoiser(noisy).float()
+    fn.reset = lambda: state.clear()
+    fn.sigma = sigma
+    return fn
+
+
+def save_ours(path: str, model: nn.Module, ema, arch: str, kw: dict, extra: dict) -> None:
+    """Our self-describing classifier file (LoRA folded into plain weights; the EMA's beside them)."""
+    plain = unwrap(model)
+    if any(isinstance(m, LoRALinear) for m in plain.modules()):
+        plain = create_model(arch, **kw)
+        plain.load_state_dict(merged_state_dict(model))
+    ex = dict(extra)
+    if ema is not None:
+        ex["state_dict_ema"] = merged_state_dict(ema.module)
+    save_classifier(plain, arch, kw, path, extra=ex)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train (or --eval); returns the last epoch's log row (the evaluation's numbers with --eval)."""
+    check_args(args)
+    device = resolve_device(args.device)
+    with processes(device, deepspeed=args.deepspeed) as (rank, world):
+        return _run(args, device, rank, world)
+
+
+def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) -> dict:
+    seed_everything(args.seed)
+    if args.output_dir and rank == 0:
+        os.makedirs(args.output_dir, exist_ok=True)
+    train_ds, test_ds, info = build_datasets(args)
+    num_classes = args.nb_classes or info.num_classes
+    model, kw = build_model(args, num_classes)
+    model.to(device)
+    objective, eval_input = build_objective(args, device)
+    amp_dtype = resolve_amp(args.amp, device)
+    scaler = None if args.deepspeed else engine.grad_scaler(amp_dtype, device)   # DeepSpeed scales its own loss
+
+    micro = args.batch_size // args.num_noises if args.objective == "cadis" else args.batch_size
+    eff_batch = micro * args.update_freq * world
+    lr = args.lr if args.lr is not None else (args.blr * eff_batch / 256 if args.blr is not None else 5e-4)
+    test_loader = engine.make_loader(test_ds, max(micro, 1) * 2 if args.objective == "clean" else micro,
+                                     train=False, seed=args.seed, num_workers=min(args.num_workers, 2))
+    ema = ModelEma(model, args.model_ema_decay) if args.model_ema else None
+    groups = param_groups_lrd(model, args.weight_decay, args.layer_decay)
+
+    if args.eval:
+        return _evaluate_only(args, model, ema, test_loader, eval_input, device, amp_dtype)
+
+    train_loader = engine.make_loader(train_ds, micro, train=True, seed=args.seed, num_workers=args.num_workers,
+                                      pin_memory=args.pin_mem)
+    n_steps = engine.steps_per_epoch(len(train_loader), args.update_freq, args.steps_per_epoch)
+    lr_schedule = cosine_scheduler(lr, args.min_lr, args.epochs, n_steps, args.warmup_epochs,
+                                   warmup_steps=args.warmup_steps)
+    wd_schedule = None if args.weight_decay_end is None else cosine_scheduler(
+        args.weight_decay, args.weight_decay_end, args.epochs, n_steps)
+
+    if args.deepspeed:
+        import deepspeed
+        cfg = ds_config(args, micro, lr, world, device, amp_dtype)
+        if args.output_dir and rank == 0:
+            with open(os.path.join(args.output_dir, "deepspeed_config.json"), "w") as f:
+                json.dump(cfg, f, indent=2)
+        model, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=cfg)
+    else:
+        adam = {"betas": tuple(args.opt_betas), "eps": args.opt_eps} if args.opt == "adamw" else {}
+        optimizer = make_optimizer(args.opt, groups, lr, args.momentum, **adam)
+        if world > 1:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    state, resume = TrainState(), resume_path(args)
+    last = os.path.join(args.output_dir, "checkpoint-last.pt") if args.output_dir else None
+    if resume:
+        state, _ = load_state(resume, model, optimizer, ema, scaler)
+        if rank == 0:
+            print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
+
+    log = engine.JsonLog(os.path.join(args.output_dir, "log.txt") if args.output_dir else None)
+    n_params = sum(p.numel() for p in unwrap(model).parameters() if p.requires_grad)
+    if rank == 0:
+        print(f"{args.model} on {args.dataset}: {len(train_ds)} train images, {n_steps} steps/epoch, lr {lr:.3g} "
+              f"(effective batch {eff_batch}), {n_params} trainable parameters, device {device}, world {world}")
+    row: dict = {}
+    for epoch in range(state.epoch, args.epochs):
+        t0 = time.time()
+        train_stats = engine.train_one_epoch(
+            model, objective, train_loader, optimizer, state, device=device, lr_schedule=lr_schedule,
+            wd_schedule=wd_schedule, update_freq=args.update_freq,
+            clip_grad=None if args.deepspeed else args.clip_grad, amp_dtype=amp_dtype, scaler=scaler, ema=ema,
+            max_steps=args.steps_per_epoch, seed=args.seed, desc=args.objective)
+        state.epoch = epoch + 1
+        row = {"epoch": epoch, "step": state.step, **{f"train_{k}": v for k, v in train_stats.items()},
+               "n_parameters": n_params}
+        if not args.disable_eval_during_finetuning:
+            stats = _evaluate(model, ema, test_loader, eval_input, device, amp_dtype)
+            row.update(stats)
+            metric = stats["select_acc1"]
+        else:
+            metric = float(epoch)
+        improved = metric > state.best
+        if improved:
+            state.best = metric
+        row["epoch_time"] = time.time() - t0
+        if rank == 0:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+        log.write(**row)
+        if args.output_dir:
+            if improved:
+                if args.deepspeed:
+                    save_deepspeed_layout(os.path.join(args.output_dir, "checkpoint-best"), model, ema, epoch, args,
+                                          state.step) if rank == 0 else None
+                elif rank == 0:
+                    save_ours(os.path.join(args.output_dir, "checkpoint-best.pt"), model, ema, args.model, kw,
+                              {"epoch": epoch, "acc1": metric})
+            if state.epoch % args.save_ckpt_freq == 0 or state.epoch == args.epochs:
+                save_state(last, model, optimizer, state, ema, scaler, args)
+    if args.export and rank == 0:
+        save_ours(args.export, model, ema, args.model, kw,
+                  {"epoch": state.epoch, "train_args": plain_dict(args)})
+        print(f"wrote {args.export}")
+    return row
+
+
+def _evaluate(model, ema, loader, eval_input, device, amp_dtype) -> dict:
+    """Clean accuracy (and noisy / denoised accuracy for cadis / consistency) of the model and its EMA.
+
+    select_acc1 (what "best" means): the EMA's if there is one, the noisy/denoised accuracy if measured."""
+    out = {}
+    for name, m in (("test", unwrap(model)), ("ema", ema.module if ema is not None else None)):
+        if m is None:
+            continue
+        s = engine.evaluate(m, loader, device, amp_dtype, desc=f"eval {name}")
+        out[f"{name}_acc1"], out[f"{name}_loss"] = s["acc1"], s["loss"]
+        if eval_input is not None:
+            eval_input.reset()
+            s = engine.evaluate(m, loader, device, amp_dtype, input_fn=eval_input, desc=f"eval {name} noisy")
+            out[f"{name}_noisy_acc1"] = s["acc1"]
+        out["select_acc1"] = out[f"{name}_noisy_acc1" if eval_input is not None else f"{name}_acc1"]
+    return out
+
+
+def _evaluate_only(args, model, ema, loader, eval_input, device, amp_dtype) -> dict:
+    if args.resume and args.resume != "auto":
+        load_state(args.resume, model, None, ema, None, restore_rng=False)
+    stats = _evaluate(model, ema, loader, eval_input, device, amp_dtype)
+    if is_main():
+        print(f"Accuracy of the network on the {len(loader.dataset)} test images: " +
+              ", ".join(f"{k} {v:.2f}" for k, v in stats.items()))
+    return stats
