@@ -84,4 +84,4 @@ def main(args: argparse.Namespace) -> str | None:
 
 
 if __name__ == "__main__":
-    parsers.run_cli(main, get_args_parser())
+    parsers.run_cli(main, get_args_parser(), form="certify")

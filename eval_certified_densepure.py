@@ -8,10 +8,10 @@
 Same flags, defaults and output files as DensePure's script (purify: OUTFILE_diffpure, base: OUTFILE,
 Cohen's columns); the DensePure protocol; any optional flag of certify.py may be added (e.g.
 --reverse_seeds K votes K reverse runs per noise sample in one run, --device, --data_path). The
-mapping of every flag is in core/compat.py and docs/FROM_THE_PAPERS.md.
+mapping of every flag is in core/runs/compat.py and docs/FROM_THE_PAPERS.md.
 """
 import certify
-from core import compat
+from core.runs.parsers import run_cli
 
 if __name__ == "__main__":
-    compat.run("eval_certified_densepure", certify.main, certify.get_args_parser())
+    run_cli(certify.main, certify.get_args_parser(), form="eval_certified_densepure")

@@ -89,7 +89,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--load_from", default=None, help="FT-CADIS spelling of --resume PATH")
     g.add_argument("--auto_resume", action="store_true", default=False,
                    help="resume from OUTPUT_DIR/checkpoint-last.pt when it exists")
-    g.add_argument("--eval", action="store_true", help="only evaluate (--finetune / --resume weights)")
     g.add_argument("--disable_eval_during_finetuning", action="store_true")
     g.add_argument("--deepspeed", "--enable_deepspeed", dest="deepspeed", action="store_true",
                    help="train with a DeepSpeed engine (config written from these flags)")

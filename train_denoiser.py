@@ -6,10 +6,10 @@
 
 Same flags and defaults as theirs (90 epochs, batch 256, Adam 1e-3, wd 1e-4, StepLR 30 / 0.1);
 DIR/checkpoint.pth.tar in their layout. Any optional flag of finetune_diffusion.py may be added. The
-mapping of every flag is in core/compat.py and docs/FROM_THE_PAPERS.md.
+mapping of every flag is in core/runs/compat.py and docs/FROM_THE_PAPERS.md.
 """
 import finetune_diffusion
-from core import compat
+from core.runs.parsers import run_cli
 
 if __name__ == "__main__":
-    compat.run("train_denoiser", finetune_diffusion.main, finetune_diffusion.get_args_parser())
+    run_cli(finetune_diffusion.main, finetune_diffusion.get_args_parser(), form="train_denoiser")

@@ -12,21 +12,23 @@ import pytest
 
 import certify
 import finetune_diffusion
-from core import compat
+from core.runs import compat
 from core.errors import MsrsError
 
 CERTIFY = certify.get_args_parser()
 FINETUNE = finetune_diffusion.get_args_parser()
 
 
+def parser_of(entry: str):
+    return FINETUNE if entry in ("train_denoiser", "test_denoiser") else CERTIFY
+
+
 def runs(entry: str, line: str) -> list[list[str]]:
-    parser = FINETUNE if entry == "train_denoiser" else CERTIFY
-    return compat.translate(entry, shlex.split(line), parser).runs
+    return compat.translate(entry, shlex.split(line), parser_of(entry)).runs
 
 
 def native(entry: str, line: str) -> list:
-    parser = FINETUNE if entry == "train_denoiser" else CERTIFY
-    return compat.parse(entry, parser, shlex.split(line))[1]
+    return compat.parse(entry, parser_of(entry), shlex.split(line))[1]
 
 
 def without_protocol(argv: list[str]) -> list[str]:
@@ -164,9 +166,10 @@ def test_unknown_flag_is_argparse_own_error(capsys):
     assert e.value.code == 2 and "unrecognized arguments: --bogus 3" in capsys.readouterr().err
 
 
-def test_run_prints_one_line_and_exits_2(capsys):
+def test_run_cli_prints_one_line_and_exits_2(capsys):
+    from core.runs.parsers import run_cli
     with pytest.raises(SystemExit) as e:
-        compat.run("certify", certify.main, CERTIFY, ["digits", "C", "O", "--sigma", "0.5"])
+        run_cli(certify.main, CERTIFY, ["digits", "C", "O", "--sigma", "0.5"], form="certify")
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "cannot be mixed" in err
 
@@ -274,3 +277,17 @@ def test_thin_scripts_read_their_paper_form():
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "cannot be mixed" in r.stderr
     r = run_script("train_denoiser.py", "--help")
     assert r.returncode == 0 and "Salman et al.'s command line" in r.stdout and "--noise_sd" in r.stdout
+
+
+# ---- Salman et al. code/test_denoiser.py --------------------------------------------------------------
+
+def test_test_denoiser_maps_every_flag_and_defaults():
+    """test_denoiser.py: --outdir tmp_out/, --workers 4, --batch 256, --noise_sd 0 (--noise), --test-subset."""
+    (ns,) = native("test_denoiser", "--dataset cifar10 --denoiser D.pth.tar --clf C.pth.tar --noise 0.25")
+    assert (ns.mode, ns.eval, ns.dataset, ns.pretrained_denoiser, ns.classifier, ns.noise_sd, ns.output_dir,
+            ns.num_workers, ns.batch_size, ns.eval_max) == ("dncnn", True, "cifar10", "D.pth.tar", "C.pth.tar", 0.25,
+                                                           "tmp_out/", 4, 256, 0)
+    (ns,) = native("test_denoiser", "--dataset imagenet --denoiser D --clf '' --test-subset --outdir o --batch 8")
+    assert (ns.classifier, ns.eval_max, ns.output_dir, ns.batch_size) == (None, 500, "o", 8)
+    with pytest.raises(MsrsError, match="--clf is required"):
+        runs("test_denoiser", "--dataset cifar10 --denoiser D")

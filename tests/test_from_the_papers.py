@@ -48,7 +48,8 @@ REFERENCE_COLUMNS = {
 SCRIPTS = {"certify.py": ("certify", "certify"), "predict_ddpm.py": ("predict_ddpm", None),
            "predict_mdds.py": ("predict_mdds", None), "analyze.py": ("analyze", None),
            "eval_certified_densepure.py": ("certify", "eval_certified_densepure"),
-           "train_denoiser.py": ("finetune_diffusion", "train_denoiser"), "test_denoiser.py": ("test_denoiser", None)}
+           "train_denoiser.py": ("finetune_diffusion", "train_denoiser"),
+           "test_denoiser.py": ("finetune_diffusion", "test_denoiser")}
 # what makes a run take seconds (the page says so): fewer samples, CPU; MDDS's CLIP_B16 at toy size
 TINY_SMOOTHING = ["--N", "16", "--N0", "8", "--batch", "16", "--device", "cpu"]
 
@@ -307,7 +308,7 @@ def call_of(argv: list[str]) -> Call:
 
 def translated(script: str, args: list[str]):
     """(module, [Namespace...]) for a python command of the page, read as the script reads it."""
-    from core import compat
+    from core.runs import compat
     module, entry = SCRIPTS[script]
     parser = importlib.import_module(module).get_args_parser()
     if entry is None:
@@ -338,7 +339,7 @@ def header(path: str) -> str:
 
 @pytest.mark.parametrize("e,k,unit,shell_vars", COMMANDS, ids=COMMAND_IDS)
 def test_command_accepted(e, k, unit, shell_vars, workdir):
-    from core import compat
+    from core.runs import compat
     call = call_of(tokens(e, unit, shell_vars))
     shown = f"{e.id}: {unit}"
     if call.program == "bash":
@@ -346,7 +347,7 @@ def test_command_accepted(e, k, unit, shell_vars, workdir):
             check_parses(module, args, line)
         return
     if call.script == "-m core.blackbox":
-        from core.blackbox import get_args_parser
+        from core.runs.blackbox import get_args_parser
         get_args_parser().parse_args(call.args)
         return
     module, entry = SCRIPTS[call.script]
@@ -393,7 +394,7 @@ def test_command_runs(e, k, unit, shell_vars, workdir, capsys):
         assert re.search(r"^MSE of the denoiser is \d", out, re.M)
         assert re.search(r"^Accuracy WITH denoiser at noise of 0.25 is \d", out, re.M)
         assert re.search(r"^Accuracy WITHOUT denoiser at noise of 0.25 is \d", out, re.M)
-        assert (Path(nss[0].outdir) / "clean.png").is_file() and (Path(nss[0].outdir) / "denoised.png").is_file()
+        assert (Path(nss[0].output_dir) / "clean.png").is_file() and (Path(nss[0].output_dir) / "denoised.png").is_file()
     elif call.script == "analyze.py":
         published = SALMAN_LOGS / "published_analysis_latex_cifar10_certified_outer_envelop_whitebox.tex"
         assert out == published.read_text(), f"{e.id}: not their published table"
@@ -418,7 +419,8 @@ def dry_run(call: Call) -> tuple[list[tuple[str, list[str], str]], str]:
 @pytest.mark.parametrize("e,k,unit,shell_vars", [c for c in COMMANDS if c[0].id in ("M1", "F1", "F2")],
                          ids=[f"{c[0].id}-{c[1]}" for c in COMMANDS if c[0].id in ("M1", "F1", "F2")])
 def test_training_script_dry_run(e, k, unit, shell_vars, workdir):
-    from train_clip import check_args, get_args_parser
+    from core.train.classifier import check_args
+    from train_clip import get_args_parser
     call = call_of(tokens(e, unit, shell_vars))
     runs, stdout = dry_run(call)
     train = [(a, line) for m, a, line in runs if m == "train_clip" and "--eval" not in a]

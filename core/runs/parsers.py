@@ -16,6 +16,7 @@ import sys
 from typing import Callable
 
 from core.errors import MsrsError
+from core.runs import compat
 
 SIGMA_FLAGS = {"sigma25": 0.25, "sigma50": 0.5, "sigma100": 1.0}
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -200,14 +201,23 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
-            argv: list[str] | None = None) -> None:
-    """Parse, run main, and turn user errors into one line on stderr and exit status 2 (no traceback)."""
-    args = parser.parse_args(argv)
+            argv: list[str] | None = None, form: str | None = None) -> None:
+    """Parse, run main, and turn user errors into one line on stderr and exit status 2 (no traceback).
+
+    ``form``: the script's name in ``core.runs.compat.ENTRIES``; its command line may then also be a
+    paper's (FT-CADIS, Salman et al., DensePure), run as the native command(s) it translates to."""
+    prog = os.path.basename(sys.argv[0]) if argv is None else ""
+    prog = parser.prog if prog in ("", "__main__.py") else prog
     try:
-        main(args)
+        if form is None:
+            runs = [parser.parse_args(argv)]
+        else:
+            t, runs = compat.parse(form, parser, argv)
+            for line in t.describe(prog):
+                print(line, file=sys.stderr)
+        for args in runs:
+            main(args)
     except MsrsError as e:
-        prog = os.path.basename(sys.argv[0]) if argv is None else ""
-        prog = parser.prog if prog in ("", "__main__.py") else prog
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -229,6 +229,39 @@ def _salman_train(a: argparse.Namespace) -> list[list[str]]:
     return [argv]
 
 
+# -------------------------------------------------------------------------- Salman test_denoiser.py
+SUBSET_1PCT = {"cifar10": 100, "imagenet": 500}    # --test-subset: 1% of the test set (theirs random, ours spaced)
+
+
+def _salman_test_parser(prog: str) -> argparse.ArgumentParser:
+    p = _paper_parser(prog)
+    p.add_argument("--dataset")
+    p.add_argument("--denoiser")
+    p.add_argument("--clf")
+    p.add_argument("--outdir", default="tmp_out/")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--gpu", default=None)
+    p.add_argument("--print-freq", dest="print_freq", type=int, default=10)
+    p.add_argument("--noise_sd", "--noise", dest="noise_sd", type=float, default=0.0)   # --noise: the README's
+    p.add_argument("--test-subset", dest="test_subset", action="store_true")
+    return p
+
+
+def _salman_test(a: argparse.Namespace) -> list[list[str]]:
+    form = "Salman et al. code/test_denoiser.py"
+    for flag in ("dataset", "denoiser"):
+        _need(getattr(a, flag), f"--{flag}", form)
+    if a.clf is None:
+        raise MsrsError(f"{form}: --clf is required ('' for the MSE alone)")
+    if a.test_subset and a.dataset not in SUBSET_1PCT:
+        raise MsrsError(f"{form}: --test-subset is 1% of the cifar10 or imagenet test set; use --eval_max N")
+    argv = ["--mode", "dncnn", "--eval", "--dataset", a.dataset, "--pretrained-denoiser", a.denoiser,
+            "--output_dir", a.outdir, "--num_workers", _num(a.workers), "--batch_size", _num(a.batch),
+            "--noise_sd", _num(a.noise_sd), "--eval_max", str(SUBSET_1PCT[a.dataset] if a.test_subset else 0)]
+    return [argv + (["--classifier", a.clf] if a.clf else [])]
+
+
 # ------------------------------------------------------------------ DensePure eval_certified_densepure.py
 DENSEPURE_DOMAINS = {"cifar10": "ddpm", "imagenet": "guided-ddpm"}       # domain -> its --diffusion_type
 DENSEPURE_CLASSIFIERS = {("cifar10", "vit"): "VIT_CIFAR10", ("imagenet", "beit"): "BEIT_IMAGENET",
@@ -358,6 +391,9 @@ FORMS: dict[str, Form] = {
     "salman_train": Form("Salman et al.", "finetune_diffusion", None, _salman_train_parser, _salman_train,
                          no_effect=("--gpu", "--print-freq", "--azure_datastore_path", "--philly_imagenet_path"),
                          conflicts=("--mode", "--output_dir", "--sigma25", "--sigma50", "--sigma100", "--sigmas")),
+    "salman_test": Form("Salman et al.", "finetune_diffusion", None, _salman_test_parser, _salman_test,
+                        no_effect=("--gpu", "--print-freq"),
+                        conflicts=("--mode", "--output_dir", "--classifier", "--pretrained-denoiser")),
 }
 
 # certify.py: the flags that make a command line a paper's form (exact tokens, or TOKEN=value)
@@ -366,7 +402,8 @@ CERTIFY_MARKS = {"ftcadis": ("--finetuned_path", "--off-the-shelf", "--batch_siz
 CERTIFY_COMMON = ("--dataset", "--sigma", "--outfile")
 
 # msrs script (module name) -> how its command lines are read
-ENTRIES = {"certify": None, "eval_certified_densepure": "densepure", "train_denoiser": "salman_train"}
+ENTRIES = {"certify": None, "eval_certified_densepure": "densepure", "train_denoiser": "salman_train",
+           "test_denoiser": "salman_test"}
 
 
 def _has(argv: list[str], flags) -> list[str]:
@@ -463,20 +500,3 @@ def parse(entry: str, parser: argparse.ArgumentParser, argv: list[str] | None = 
             ns.paper_form, ns.paper_argv = t.form, argv
         out.append(ns)
     return t, out
-
-
-def run(entry: str, main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
-        argv: list[str] | None = None) -> None:
-    """An entry script's ``__main__``: read the command line in any form, run each native run, and turn
-    user errors into one line on stderr with exit status 2."""
-    from core.cli import run_cli
-    prog = os.path.basename(sys.argv[0]) or f"{entry}.py"
-    try:
-        t = translate(entry, sys.argv[1:] if argv is None else list(argv), parser)
-    except MsrsError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    for line in t.describe(prog):
-        print(line, file=sys.stderr)
-    for r in t.runs:
-        run_cli(main, parser, r)
