@@ -129,7 +129,7 @@ parse_ftcadis_args() {
 ftcadis_recipe() {
   batch="${FT_BATCH:-$1}"
   num_noises="${FT_NUM_NOISES:-$2}"
-  accum="${FT_ACCUM_ITER:-$((4 * $(accum_for 4)))}"
+  accum="${FT_ACCUM_ITER:-$(accum_for 16)}"
   echo "# effective batch $(effective_batch "$GPUS" "$batch" "$accum" "$num_noises") = ngpus $GPUS x batch $batch" \
        "x accum_iter $accum // num_noises $num_noises"
   sigmas=(0.25 0.50 1.00)

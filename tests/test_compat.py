@@ -6,6 +6,7 @@ eval_certified_densepure.py. The end-to-end runs of the README lines are tests/t
 """
 from __future__ import annotations
 
+import argparse
 import shlex
 
 import pytest
@@ -66,7 +67,7 @@ def test_ftcadis_certify_maps_every_flag():
                            "--alpha 0.01 --finetuned_path CKPT --outfile OUT")
     assert without_protocol(r) == ["cifar10", "CKPT", "OUT", "--sigmas", "0.5", "--seed", "3", "--skip", "2",
                                    "--N0", "50", "--N", "1000", "--batch", "400", "--alpha", "0.01",
-                                   "--arch", "timm:vit_base_patch16_224"]
+                                   "--arch", "timm:vit_base_patch16_224", "--columns", "cadis"]
     (ns,) = native("certify", "--dataset imagenet --sigma 0.25 --finetuned_path C --outfile O")
     assert (ns.dataset, ns.classifier, ns.outfile, ns.sigmas, ns.batch) == ("imagenet", "C", "O", [0.25], "1000")
     assert ns.arch == "timm:vit_base_patch16_clip_384.laion2b_ft_in12k_in1k"
@@ -291,3 +292,72 @@ def test_test_denoiser_maps_every_flag_and_defaults():
     assert (ns.classifier, ns.eval_max, ns.output_dir, ns.batch_size) == (None, 500, "o", 8)
     with pytest.raises(MsrsError, match="--clf is required"):
         runs("test_denoiser", "--dataset cifar10 --denoiser D")
+
+
+# ---- each paper's form selects its protocol, unless the user names one -------------------------------
+
+FORM_LINES = {
+    "ftcadis": ("certify", "--dataset cifar10 --sigma 0.5 --finetuned_path C --outfile O"),
+    "salman": ("certify", "--dataset cifar10 --base_classifier C --sigma 0.25 --outfile O"),
+    "densepure": ("eval_certified_densepure", DP),
+    "salman_train": ("train_denoiser", "--dataset cifar10 --arch cifar_dncnn --outdir D --noise 0.25"),
+    "salman_test": ("test_denoiser", "--dataset cifar10 --denoiser D --clf C --noise 0.25"),
+}
+
+
+def test_form_protocols_are_the_papers():
+    """The table's data: FT-CADIS -> cadis, DensePure -> densepure, Salman et al. -> salman (names of --protocol)."""
+    from core.runs.protocols import PROTOCOLS
+    assert {k: f.protocol for k, f in compat.FORMS.items()} == {
+        "ftcadis": "cadis", "salman": "salman", "densepure": "densepure", "salman_train": None, "salman_test": None}
+    assert {f.protocol for f in compat.FORMS.values()} - {None} <= set(PROTOCOLS)
+
+
+@pytest.mark.parametrize("name", list(FORM_LINES))
+def test_paper_form_selects_its_protocol_unless_told(name, named_vit):
+    entry, line = FORM_LINES[name]
+    if compat.FORMS[name].protocol is None:           # finetune_diffusion.py: no protocol row applies
+        assert all("--protocol" not in r for r in runs(entry, line))
+        return
+    for ns in native(entry, line):
+        assert ns.protocol == compat.FORMS[name].protocol
+    for given in (["--protocol", "mdds"], ["--protocol=dds"]):
+        for r, ns in zip(runs(entry, line + " " + shlex.join(given)), native(entry, line + " " + shlex.join(given))):
+            assert sum(t.startswith("--protocol") for t in r) == 1          # the user's alone, not two
+            assert ns.protocol == given[-1].split("=")[-1]
+
+
+# ---- FT-CADIS's file: correct_num (running total) and True/False -------------------------------------
+
+def _cadis(tmp_path, **kw):
+    args = argparse.Namespace(**{"outfile": str(tmp_path / "o.tsv"), "resume": False, "shard": None, "split_n": False,
+                                 **kw})
+    process = lambda idx, x, label: {"idx": idx, "label": label, "predict": x, "radius": 0.5,  # noqa: E731
+                                     "correct": int(x == label)}
+    return compat.ftcadis_rows(args, True, list(certify.SINGLE_COLUMNS), process)
+
+
+def test_cadis_rows_count_correct_and_continue_on_resume(tmp_path):
+    columns, row = _cadis(tmp_path)
+    assert columns == compat.CADIS_COLUMNS == ["idx", "label", "predict", "radius", "correct_num", "correct", "time"]
+    got = [row(i, p, y) for i, (p, y) in enumerate([(1, 1), (2, 3), (4, 4), (0, 0)])]
+    assert [(r["correct"], r["correct_num"]) for r in got] == [(True, 1), (False, 1), (True, 2), (True, 3)]
+    (tmp_path / "o.tsv").write_text("\t".join(columns) + "\n" + "0\t1\t1\t0.5\t1\tTrue\t0:00:01\n"
+                                    "1\t3\t2\t0.5\t1\tFalse\t0:00:01\n2\t4\t4\t0.5\t2\tTrue\t0:00:01\n2\t4\t4\t0.5\t3\tTr")
+    _, row = _cadis(tmp_path, resume=True)                      # the partial last line is not a row
+    assert row(3, 5, 5)["correct_num"] == 3 and row(4, 5, 6)["correct_num"] == 3
+    columns, _ = compat.ftcadis_rows(argparse.Namespace(outfile="x", resume=False, shard=None, split_n=False), True,
+                                     ["idx", "label", "predict", "radius", "correct", "n_used", "time"], None)
+    assert columns[-2:] == ["n_used", "time"]
+
+
+def test_cadis_rows_are_one_file_by_one_process(tmp_path, monkeypatch):
+    with pytest.raises(MsrsError, match="one process.*--columns cohen"):
+        _cadis(tmp_path, shard="0/2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(MsrsError, match="one process"):
+        _cadis(tmp_path)
+    _cadis(tmp_path, split_n=True)                               # every row written by rank 0
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(MsrsError, match="one-sigma"):
+        compat.ftcadis_rows(argparse.Namespace(), False, [], None)

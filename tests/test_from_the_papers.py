@@ -327,6 +327,8 @@ def tiny(e: Entry, call: Call) -> list[str]:
              "predict_mdds.py": ["--N", "16", "--batch", "16", "--device", "cpu"],
              "train_denoiser.py": ["--epochs", "1", "--batch", "8", "--workers", "0", "--device", "cpu"],
              "test_denoiser.py": ["--workers", "0", "--device", "cpu"]}.get(call.script, [])
+    if "cifar10c" in args:                     # a file per corruption: the noise group's 3, one image each
+        extra = extra + ["--corr_type", "noise", "--max", "1"]
     return args + extra
 
 
@@ -385,7 +387,10 @@ def test_command_runs(e, k, unit, shell_vars, workdir, capsys):
             assert files, f"{e.id}: nothing written at {ns.outfile}"
             for f in files:
                 assert header(str(f)) == expected, f"{e.id}: {f} has columns {header(str(f))!r}, not the original's"
-                assert len(pd.read_csv(f, sep="\t")) > 0
+                df = pd.read_csv(f, sep="\t")
+                assert len(df) > 0
+                if "correct_num" in df:        # FT-CADIS: analyze.py's `df["correct"] & (df["radius"] >= r)`
+                    assert df["correct"].dtype == bool and (df["correct_num"] == df["correct"].cumsum()).all()
     elif call.script == "train_denoiser.py":
         ckpt = torch.load(Path(nss[0].output_dir) / "checkpoint.pth.tar", weights_only=True)
         assert {"epoch", "arch", "state_dict", "optimizer"} <= set(ckpt) and ckpt["arch"] == "cifar_dncnn"
@@ -450,6 +455,23 @@ def test_training_script_dry_run(e, k, unit, shell_vars, workdir):
     if e.id == "F2":
         assert ns.load_from == placeholders(e)["[CHECKPOINT LOCATION]"]
         assert ns.output_dir == os.path.dirname(ns.load_from)
+
+
+@pytest.mark.parametrize("script,flags,rule", [
+    ("scripts/ftcadis_cifar10.sh", "--ngpus 2 --noise 0.50 --batch 16 --accum_iter 3 --num_noises 2", 48),
+    ("scripts/ftcadis_imagenet.sh", "--ngpus 1 --noise 0.25 --batch 12 --accum_iter 5 --num_noises 4", 15),
+    ("scripts/ftcadis_cifar10.sh", "--ngpus 8 --noise 1.00 --batch 32", 128),   # no --accum_iter: 16/GPUS
+])
+def test_ftcadis_effective_batch_rule(script, flags, rule, workdir):
+    """ngpus x batch x accum_iter // num_noises (their README), printed and what train_clip.py steps with."""
+    from train_clip import get_args_parser
+    runs, stdout = dry_run(Call({}, "bash", script, shlex.split(flags)))
+    ((args, line),) = [(a, line) for m, a, line in runs if m == "train_clip" and "--eval" not in a]
+    ns = get_args_parser().parse_args(args)
+    world = int(re.search(r"--nproc_per_node=(\d+)", line).group(1)) if "--nproc_per_node" in line else 1
+    assert world == int(flags.split()[1])
+    assert int(re.search(r"^# effective batch (\d+)", stdout, re.M).group(1)) == rule
+    assert (ns.batch_size // ns.num_noises) * ns.update_freq * world == rule
 
 
 # ---- the same rows as the msrs-native command ------------------------------------------------------------

@@ -137,7 +137,41 @@ def _ftcadis_certify(a: argparse.Namespace) -> list[list[str]]:
     classifier = a.finetuned_path or named_classifier(var, "--off-the-shelf")[0]
     return [[a.dataset, classifier, a.outfile, "--sigmas", _num(a.sigma), "--seed", _num(a.seed),
              "--skip", _num(a.skip), "--N0", _num(a.N0), "--N", _num(a.N), "--batch", _num(a.batch_size),
-             "--alpha", _num(a.alpha), "--arch", arch]]
+             "--alpha", _num(a.alpha), "--arch", arch, "--columns", "cadis"]]
+
+
+# FT-CADIS certify.py's TSV: `correct_num` is the running count of correct rows, `correct` True/False
+CADIS_COLUMNS = ["idx", "label", "predict", "radius", "correct_num", "correct", "time"]
+
+
+def ftcadis_rows(args: argparse.Namespace, single: bool, columns: list[str],
+                 process: Callable[..., dict]) -> tuple[list[str], Callable[..., dict]]:
+    """certify.py's columns and row function under ``--columns cadis``: FT-CADIS's file, ``correct`` as
+    True/False and ``correct_num`` the running count of correct rows of OUTFILE (continued from its rows on
+    --resume). A running total is one file's: the examples cannot be split over processes (torchrun,
+    --shard; --split_n is fine, rank 0 writes every row)."""
+    from core.runs.parsers import parse_shard
+    from core.runs.setup import torchrun_world
+    if not single:
+        raise MsrsError("--columns cadis is FT-CADIS's one-sigma file: give one sigma, or --columns mdds")
+    parts = parse_shard(args.shard)[1] if args.shard else 1 if args.split_n else torchrun_world()[1]
+    if parts > 1:
+        raise MsrsError("--columns cadis (FT-CADIS's running correct_num) is one file written by one process: "
+                        "drop --shard / torchrun (or use --split_n), or add --columns cohen")
+    count = [0]
+    if args.resume and os.path.exists(args.outfile):
+        with open(args.outfile) as f:           # (another header: the writer's error follows)
+            header = f.readline().rstrip("\n").split("\t")
+            col = header.index("correct") if header[:len(CADIS_COLUMNS) - 1] == CADIS_COLUMNS[:-1] else None
+            count[0] = sum(line.split("\t")[col] == "True" for line in f if line.endswith("\n")) if col else 0
+
+    def row(idx, x, label):
+        r = process(idx, x, label)
+        r["correct"] = bool(r["correct"])
+        count[0] += r["correct"]
+        r["correct_num"] = count[0]
+        return r
+    return CADIS_COLUMNS[:-1] + columns[columns.index("correct") + 1:], row
 
 
 # ------------------------------------------------------------------------------------ Salman certify
@@ -388,6 +422,7 @@ FORMS: dict[str, Form] = {
                                  "--save_predictions", "--predictions_path", "--reverse_seed", "--save_info",
                                  "--clustering_batch", "--clustering_method", "--data_seed"),
                       conflicts=CASCADE_FLAGS),
+    # finetune_diffusion.py trains and tests a denoiser by its own flags: no protocol row applies to it
     "salman_train": Form("Salman et al.", "finetune_diffusion", None, _salman_train_parser, _salman_train,
                          no_effect=("--gpu", "--print-freq", "--azure_datastore_path", "--philly_imagenet_path"),
                          conflicts=("--mode", "--output_dir", "--sigma25", "--sigma50", "--sigma100", "--sigmas")),
@@ -431,8 +466,13 @@ def _positionals(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return [a for a in parser._actions if not a.option_strings]
 
 
-def _supports(parser: argparse.ArgumentParser, flag: str) -> bool:
-    return flag in parser._option_string_actions
+def _protocol_flag(form: Form, parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
+    """``--protocol <the form's paper>``, unless the user gave one or the msrs script has no such choice."""
+    action = parser._option_string_actions.get("--protocol")
+    if form.protocol is None or action is None or form.protocol not in (action.choices or ()) \
+            or _has(rest, ("--protocol",)):
+        return []
+    return ["--protocol", form.protocol]
 
 
 def translate(entry: str, argv: list[str], parser: argparse.ArgumentParser) -> Translation:
@@ -465,9 +505,7 @@ def translate(entry: str, argv: list[str], parser: argparse.ArgumentParser) -> T
         raise MsrsError(f"{' '.join(clash)} is msrs's own form and cannot be mixed with the {form.paper} form "
                         f"({' '.join(marks)}): use one of them (see {PAGE})")
     _check_no_positionals(entry, form.paper, rest, parser, marks)
-    runs = form.to_native(ns)
-    if form.protocol and _supports(parser, "--protocol"):
-        runs = [r + ["--protocol", form.protocol] for r in runs]
+    runs = [r + _protocol_flag(form, parser, rest) for r in form.to_native(ns)]
     given = {a.dest for a in paper._actions for t in argv for s in a.option_strings if t == s or t.startswith(s + "=")}
     no_effect = [f for f in form.no_effect if paper._option_string_actions[f.split("/")[-1]].dest in given]
     return Translation(name, form.entry, [r + rest for r in runs], no_effect)
