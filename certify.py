@@ -38,10 +38,10 @@ def main(args: argparse.Namespace) -> str | None:
     parsers.check_args(args)
     sigmas = parsers.sigmas_from_args(args)
     loop.check_outfile(args.outfile, args.resume)
-    job = setup.setup(args, sigmas)
     columns = list(SINGLE_COLUMNS if len(sigmas) == 1 else CASCADE_COLUMNS)
     if args.adaptive:
         columns.insert(columns.index("time"), "n_used")
+    job = setup.setup(args, sigmas, outfile=args.outfile, columns=columns)
     adaptive_kw = {"radius_grid": args.radius_grid} if args.radius_grid else {}
 
     if len(sigmas) == 1:
@@ -77,9 +77,9 @@ def main(args: argparse.Namespace) -> str | None:
                 row["n_used"] = res.n_used
             return row
 
-    path = loop.execute(job, args.outfile, columns, process, desc="certify")
-    if path == args.outfile:
-        analysis.print_summary(path, args.summary_radii)
+    path = loop.execute(job, process, desc="certify")
+    if path is not None:
+        analysis.print_summary(path, args.summary_radii, outfile=args.outfile)
     return path
 
 

@@ -9,6 +9,7 @@ clean softmax. For cifar10c OUTFILE is a directory of ``{corruption}.tsv`` plus 
 from __future__ import annotations
 
 import argparse
+import math
 
 from core.errors import MsrsError
 from core.runs import loop, parsers, predict, setup
@@ -29,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
-    job = setup.setup(args, [args.sigma], dataset)
+    job = setup.setup(args, [args.sigma], dataset, outfile=outfile, columns=COLUMNS)
     smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma, split=job.split)
     batch = job.batch_size(args.sigma, args.N)
 
@@ -39,13 +40,13 @@ def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
         pred1 = int(probs.argmax()) if pred0 == ABSTAIN else pred0
         return dict(idx=idx, label=label, pred0=pred0, pred1=pred1, correct=int(pred1 == label),
                     conf=f"{float(probs.max()):.4}")
-    return loop.execute(job, outfile, COLUMNS, process, desc="predict")
+    return loop.execute(job, process, desc="predict")
 
 
 def main(args: argparse.Namespace):
     parsers.check_args(args)
-    if not args.sigma > 0:
-        raise MsrsError(f"sigma must be > 0, got {args.sigma}")
+    if not (args.sigma > 0 and math.isfinite(args.sigma)):
+        raise MsrsError(f"sigma must be a finite number > 0, got {args.sigma}")
     return predict.run_datasets(args, run_one, tag=f"N{args.N}_{args.sigma}")
 
 

@@ -30,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     sigmas = parsers.sigmas_from_args(args)
-    job = setup.setup(args, sigmas, dataset)
+    job = setup.setup(args, sigmas, dataset, outfile=outfile, columns=COLUMNS)
     ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
                           split=job.split)
     batch = min(job.batch_size(s, args.N) for s in sigmas)
@@ -42,7 +42,7 @@ def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
         return dict(idx=idx, label=label, pred0=res.pred0, predict=res.prediction,
                     correct=int(res.prediction == label), stage=res.stage,
                     c_max=f"{float(logits.softmax(0).max()):.4}")
-    return loop.execute(job, outfile, COLUMNS, process, desc="predict")
+    return loop.execute(job, process, desc="predict")
 
 
 def main(args: argparse.Namespace):

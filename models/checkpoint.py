@@ -10,6 +10,7 @@ import argparse
 import os
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -45,12 +46,15 @@ def load_checkpoint(path: str, trust: bool = False, map_location: str | torch.de
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MsrsError(f"checkpoint not found: {path} (give the path of an existing .pt/.pth file)")
+    _check_container(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        first = _reason(e)
+        if not _NEEDS_TRUST.search(first):  # a damaged pickle, not one that names a type
+            raise MsrsError(f"corrupt checkpoint {path}: {first[:160]}; re-download or re-save it") from None
         if not trust:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported type"
             raise MsrsError(
                 f"refusing to unpickle {path}: it needs more than plain tensors ({first[:160]}); "
                 "pass --trust_checkpoint if you trust this file") from None
@@ -59,9 +63,46 @@ def load_checkpoint(path: str, trust: bool = False, map_location: str | torch.de
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as e2:  # noqa: BLE001 - report any unpickling failure as a corrupt file
             raise MsrsError(f"corrupt checkpoint {path}: {type(e2).__name__}: {str(e2)[:160]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, UnicodeError, struct.error) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MsrsError(f"corrupt or truncated checkpoint {path}: {msg[:160]}; re-download or re-save it") from None
+
+
+# torch's weights-only unpickler names the type it refused in these messages (other failures are damage)
+_NEEDS_TRUST = re.compile(r"GLOBAL|allowlist|unrecognized function|Can only (build|create)")
+
+
+def _reason(e: Exception) -> str:
+    """The line of an exception that says what is wrong (torch wraps it in paragraphs of advice)."""
+    text = str(e)
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text, re.S)
+    lines = [ln.strip() for ln in (m.group(1) if m else text).splitlines() if ln.strip()]
+    return " ".join(lines) if m else (lines[0] if lines else type(e).__name__)
+
+
+def _check_container(path: str) -> None:
+    """What torch.load reads is a zip archive (torch >= 1.6) or a legacy pickle; a zip's members must
+    pass their CRC-32 (torch writes one per tensor: a flipped bit would otherwise load as a wrong weight)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK", b"\x80")):
+        kind = "a text file" if head and all(32 <= c < 127 or c in (9, 10, 13) for c in head) else "unknown bytes"
+        raise MsrsError(f"{path} is not a PyTorch checkpoint (it starts like {kind}, not a torch.save zip or "
+                        "pickle); give the .pt/.pth file the model was saved to")
+    if not zipfile.is_zipfile(path):
+        return  # a legacy pickle (no checksums), or a truncated zip that torch.load reports
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.CRC == 0 and info.file_size:
+                    continue  # saved without checksums (torch.serialization.set_crc32_options(False))
+                with z.open(info) as member:
+                    while member.read(1 << 24):
+                        pass
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise MsrsError(f"corrupt checkpoint {path}: {_reason(e)[:160]} (a damaged or partly copied file); "
+                        "re-download or re-save it") from None
 
 
 def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes=PREFIXES) -> dict[str, torch.Tensor]:

@@ -57,7 +57,11 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise MsrsError(f"{path}: no such result file")
     if path.is_dir():
         raise MsrsError(f"{path} is a directory; pass its TSV files (e.g. {path}/*.tsv)")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MsrsError(f"{path}: not a text file (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                        "give a result TSV") from None
     if not text.strip():
         raise MsrsError(f"{path}: empty file (expected a header line)")
     if not text.endswith("\n") and text.count("\n") >= 1:
@@ -444,7 +448,10 @@ def analyze(paths: list[str], labels: list[str] | None = None, radii=DEFAULT_RAD
     return format_table(runs, fmt, compare=compare, envelope=envelope), dfs, labels
 
 
-def print_summary(path: str, radii: list[float]) -> None:
-    """Print the certified-accuracy table of a finished result file (the analyze.py markdown table)."""
+def print_summary(path: str, radii: list[float], outfile: str | None = None) -> None:
+    """Print the certified-accuracy table of a finished result file (the analyze.py markdown table); for
+    a part file of a sharded run (``outfile`` its OUTFILE), the table of that part."""
+    if outfile is not None and path != outfile:
+        print(f"this shard's part of {outfile}: {path}", flush=True)
     text, _, _ = analyze([path], radii=radii, fmt="markdown")
     print(text, flush=True)

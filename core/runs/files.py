@@ -1,5 +1,6 @@
-"""Run files: which examples to process, TSV rows written one by one (flushed), resume after a kill,
-the JSON sidecar, shard part files and their merge into one TSV."""
+"""Run files: which examples to process, TSV rows written one by one (flushed, each checked), resume
+after a kill, the JSON sidecar (the run's identity, provenance, start/end times and resume history).
+What a run is, and what a resume or a merge must match, is ``core.runs.integrity``."""
 from __future__ import annotations
 
 import datetime
@@ -9,15 +10,11 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from core.errors import MsrsError
-
-# Arguments that change the rows: a resumed run must match the run it continues on these.
-RESULT_KEYS = ("dataset", "classifier", "split", "sigma", "sigmas", "sigma25", "sigma50", "sigma100", "N", "N0",
-               "alpha", "skip_p", "seed", "denoiser", "denoiser_config", "arch", "num_t_steps", "reverse_seeds",
-               "adaptive", "batch", "corr_type", "severity", "pad_to", "unif_w", "amp", "use_module",
-               "imagenet_transform", "cascade_alpha")
+from core.runs import integrity
 
 
 def select_indices(length: int, start: int = 0, skip: int = 1, max_idx: int = -1) -> list[int]:
@@ -39,53 +36,6 @@ def format_time(seconds: float) -> str:
     return str(datetime.timedelta(seconds=seconds))
 
 
-class ResultWriter:
-    """Append rows to a TSV, one flushed line each; resumes after the last complete row.
-
-    An existing file is never overwritten: without ``resume`` it is an error; with ``resume`` its header
-    must match and a trailing partial line (a kill mid-write) is cut off.
-    """
-
-    def __init__(self, path: str, columns: list[str], resume: bool = False):
-        self.path, self.columns = path, list(columns)
-        self.done: set[int] = set()
-        header = "\t".join(self.columns) + "\n"
-        if os.path.exists(path) and not resume:
-            raise MsrsError(f"{path} already exists: pass --resume to continue it, or choose another OUTFILE")
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            with open(path, "rb") as f:
-                data = f.read()
-            complete = data[: data.rfind(b"\n") + 1]
-            if not complete.decode().startswith(header):
-                raise MsrsError(f"{path}: its header is not '{header.strip()}'; it is not a result of this "
-                                "command (choose another OUTFILE)")
-            lines = complete.decode().splitlines()[1:]
-            self.done = {int(line.split("\t", 1)[0]) for line in lines if line}
-            if len(complete) != len(data):  # drop the partial last row
-                with open(path, "r+b") as f:
-                    f.truncate(len(complete))
-            self.f = open(path, "a")
-        else:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self.f = open(path, "w")
-            self.f.write(header)
-            self.f.flush()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.f.write("\t".join(str(row[c]) for c in self.columns) + "\n")
-        self.f.flush()
-        self.done.add(int(row["idx"]))
-
-    def close(self) -> None:
-        self.f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 def atomic_write_text(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
@@ -104,13 +54,26 @@ def file_sha256(path: str, limit: int | None = None) -> str | None:
     return h.hexdigest()
 
 
-def git_commit() -> str | None:
+def _git(*argv: str) -> str | None:
     try:
         here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", "-C", here, *argv], capture_output=True, text=True, timeout=10)
+        return out.stdout if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_commit() -> str | None:
+    out = _git("rev-parse", "HEAD")
+    return (out.strip() or None) if out is not None else None
+
+
+def git_dirty() -> bool | None:
+    """Whether the checkout has uncommitted changes to tracked files (None outside a git checkout)."""
+    if git_commit() is None:
+        return None
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
 
 
 def package_versions() -> dict[str, str]:
@@ -124,63 +87,107 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_sidecar(outfile: str, args: dict[str, Any], checkpoints: dict[str, str | None],
-                  extra: dict[str, Any] | None = None, resume: bool = False) -> None:
-    """OUTFILE.json: resolved arguments, checkpoint hashes, versions, git commit (atomic write).
+def now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
 
-    On resume the existing sidecar must agree on every argument that changes the rows.
+
+def provenance() -> dict[str, Any]:
+    """Where and with what code a run (or a resume of it) ran: host, versions, git commit and dirty flag."""
+    return {"host": platform.node(), "versions": package_versions(), "git_commit": git_commit(),
+            "git_dirty": git_dirty()}
+
+
+# ------------------------------------------------------------------------------ OUTFILE and resume
+@dataclass
+class OutfilePlan:
+    """What a run will do with its TSV, decided (and checked) before any model is built or file written:
+    ``done`` rows of ``expected`` are already there and valid, up to byte ``end``."""
+    path: str
+    columns: list[str]
+    identity: dict[str, Any]
+    expected: list[int]
+    done: int = 0
+    end: int = 0
+    header: bool = False
+    exists: bool = False
+    meta: dict[str, Any] | None = None
+
+    @property
+    def todo(self) -> list[int]:
+        return self.expected[self.done:]
+
+
+def plan_outfile(path: str, columns: list[str], identity: dict[str, Any], expected: list[int],
+                 resume: bool) -> OutfilePlan:
+    """Check OUTFILE (or a part file) against the run about to start; changes nothing.
+
+    No TSV: a fresh start. A TSV without --resume: a refusal. With --resume: its sidecar must exist and
+    record this very run (``integrity.describe_difference``), and every complete row must parse and be
+    the next example of the selection; then the run continues after the last of them.
     """
-    path = outfile + ".json"
-    if resume and os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f).get("args", {})
-        for k in RESULT_KEYS:
-            if k in old and k in args and old[k] != args[k]:
-                raise MsrsError(f"--resume: {k}={args[k]!r} differs from the run being continued "
-                                f"({k}={old[k]!r} in {path}); use the same arguments or a new OUTFILE")
-        return
-    meta = {"args": args, "checkpoints": checkpoints, "versions": package_versions(), "git_commit": git_commit(),
-            "host": platform.node(), "started": datetime.datetime.now().isoformat(timespec="seconds")}
-    meta.update(extra or {})
-    atomic_write_text(path, json.dumps(meta, indent=1, default=str) + "\n")
+    plan = OutfilePlan(path, list(columns), identity, list(expected))
+    if not os.path.exists(path):
+        return plan
+    if not resume:
+        raise MsrsError(f"{path} already exists: pass --resume to continue it, or choose another OUTFILE")
+    advice = f"{integrity.NEW_OUTFILE} (or move {path} and its .json away)"
+    meta = integrity.read_sidecar(integrity.sidecar_path(path), advice)
+    diff = integrity.describe_difference(meta["identity"], identity, integrity.sidecar_path(path))
+    if diff is not None:
+        raise MsrsError(f"--resume: {diff}; run with the arguments and files of that run, or {integrity.NEW_OUTFILE}")
+    rows = integrity.check_existing_rows(path, columns, expected, advice)
+    return OutfilePlan(path, list(columns), identity, list(expected), rows.count, rows.end, rows.header, True, meta)
 
 
-def read_rows(path: str) -> tuple[str, list[str]]:
-    """Header line and complete data lines of a TSV."""
-    with open(path) as f:
-        text = f.read()
-    lines = text[: text.rfind("\n") + 1].splitlines()
-    if not lines:
-        raise MsrsError(f"{path} is empty")
-    return lines[0], lines[1:]
+class ResultWriter:
+    """Writes a planned run: the sidecar (new, or the old one with a resume entry), then the TSV (a new
+    one with its header, or the old one cut after its last complete row), then one flushed row per
+    example, each checked (``integrity.check_row``) before it is written. ``close`` records the end time
+    once every expected row is there. Files it created are removed by ``discard`` (a run stopped before
+    its first row leaves nothing behind)."""
 
+    def __init__(self, plan: OutfilePlan, meta: dict[str, Any], what: str):
+        self.plan, self.what, self.rows_written = plan, what, 0
+        self.sidecar = integrity.sidecar_path(plan.path)
+        self.created = {p for p in (plan.path, self.sidecar) if not os.path.exists(p)}
+        self.done = plan.done
+        if plan.exists:
+            self.meta = dict(plan.meta)
+            self.meta["resumes"] = list(self.meta.get("resumes") or []) + [
+                {"started": now(), "rows_before": plan.done, **provenance(), "flags": meta.get("flags")}]
+            self.meta["ended"] = None
+        else:
+            self.meta = {"identity": plan.identity, **meta, **provenance(), "started": now(), "ended": None,
+                         "resumes": []}
+        os.makedirs(os.path.dirname(os.path.abspath(plan.path)), exist_ok=True)
+        self._write_meta()
+        if plan.exists and plan.header:
+            with open(plan.path, "r+b") as f:  # drop a partial last row (a kill mid-write)
+                f.truncate(plan.end)
+            self.f = open(plan.path, "a")
+        else:
+            self.f = open(plan.path, "w")
+            self.f.write("\t".join(plan.columns) + "\n")
+            self.f.flush()
 
-def merge_parts(outfile: str, parts: Iterable[str], expected: list[int] | None = None) -> int:
-    """Merge part files into OUTFILE sorted by idx (atomic; refuses to overwrite an existing OUTFILE).
+    def _write_meta(self) -> None:
+        atomic_write_text(self.sidecar, json.dumps(self.meta, indent=1, default=str) + "\n")
 
-    ``expected``: the indices the whole run must contain; a missing or duplicated row is an error
-    naming the part to resume.
-    """
-    parts = list(parts)
-    if os.path.exists(outfile):
-        raise MsrsError(f"{outfile} already exists: remove it or merge into another path")
-    header, rows = None, {}
-    for p in parts:
-        if not os.path.exists(p):
-            raise MsrsError(f"missing part file {p}: run (or --resume) that shard first")
-        h, lines = read_rows(p)
-        if header is not None and h != header:
-            raise MsrsError(f"{p}: header differs from {parts[0]}")
-        header = h
-        for line in lines:
-            idx = int(line.split("\t", 1)[0])
-            if idx in rows:
-                raise MsrsError(f"{p}: idx {idx} appears in two part files")
-            rows[idx] = line
-    if expected is not None:
-        missing = sorted(set(expected) - set(rows))
-        if missing:
-            raise MsrsError(f"{len(missing)} rows missing (first idx {missing[0]}): --resume the unfinished shards, "
-                            "then merge again")
-    atomic_write_text(outfile, header + "\n" + "".join(rows[i] + "\n" for i in sorted(rows)))
-    return len(rows)
+    def write(self, row: dict[str, Any]) -> None:
+        line = integrity.check_row(row, self.plan.columns, self.what)
+        self.f.write(line)
+        self.f.flush()
+        self.rows_written += 1
+        self.done += 1
+
+    def close(self) -> None:
+        self.f.close()
+        if self.done == len(self.plan.expected) and self.meta.get("ended") is None:
+            self.meta["ended"] = now()
+            self._write_meta()
+
+    def discard(self) -> None:
+        """After a failure: remove what this run created if it wrote no row (else keep the rows)."""
+        self.f.close()
+        if self.rows_written == 0:
+            integrity.remove_if_created([self.plan.path, self.sidecar], self.created)

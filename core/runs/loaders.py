@@ -97,8 +97,17 @@ def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigm
 
 
 def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
-    """sha256 of the files the run read, resolved by the loaders' own rules (zoo:, checkpoint dirs, logs)."""
+    """sha256 of the files the run reads, resolved by the loaders' own rules (zoo:, checkpoint dirs, logs);
+    a missing file is an error here, before anything is loaded."""
     clf = args.classifier
-    clf = clf[len("querylog:"):] if clf.startswith("querylog:") else resolve_classifier_path(clf)
+    if clf.startswith("querylog:"):
+        clf = clf[len("querylog:"):]
+        if not os.path.isfile(clf):
+            raise MsrsError(f"query log not found: {clf}")
+    else:
+        clf = resolve_classifier_path(clf)
     den = None if args.denoiser == "none" else resolve_zoo(args.denoiser)
+    for what, path in (("checkpoint", clf), ("denoiser checkpoint", den)):
+        if path is not None and not os.path.isfile(path):
+            raise MsrsError(f"{what} not found: {path} (give the path of an existing .pt/.pth file)")
     return {"classifier": file_sha256(clf), "denoiser": file_sha256(den)}

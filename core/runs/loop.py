@@ -1,5 +1,7 @@
-"""The per-example loop every certify-family script runs: progress, one flushed row per example, resume,
-torchrun ranks and ``--shard I/N`` part files (merged by ``core.runs.shards``), ``--split_n``."""
+"""The per-example loop every certify-family script runs: progress (``core.runs.progress``), one checked
+and flushed row per example (a non-finite logit stops the run before its row), resume, torchrun ranks and
+``--shard I/N`` part files (merged by ``core.runs.shards``), ``--split_n``. What is left to do was decided,
+and checked, by ``setup.setup`` (the job's plan) before any model was built."""
 from __future__ import annotations
 
 import argparse
@@ -10,99 +12,97 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
-from core.errors import MsrsError
-from core.runs import files
-from core.runs.loaders import checkpoint_hashes
-from core.runs.parsers import parse_shard
-from core.runs.setup import Job, torchrun_world
+from core.runs import files, integrity
+from core.runs.progress import progress
+from core.runs.setup import Job
 from core.runs.shards import merge_run
 
 
 def check_outfile(outfile: str, resume: bool) -> None:
-    """Fail before any model is loaded if OUTFILE exists and --resume was not given."""
-    if os.path.exists(outfile) and not resume:
-        raise MsrsError(f"{outfile} already exists: pass --resume to continue it, or choose another OUTFILE")
+    """Fail before any model is loaded if OUTFILE cannot be written, or exists and --resume was not given."""
+    integrity.check_output_path(outfile, resume=resume)
 
 
-def execute(job: Job, outfile: str, columns: list[str], process: Callable[[int, torch.Tensor, int], dict],
-            desc: str = "certify") -> str | None:
-    """Run ``process(idx, x, label) -> row`` over the selected examples and write OUTFILE.
+def execute(job: Job, process: Callable[[int, torch.Tensor, int], dict], desc: str = "certify") -> str | None:
+    """Run ``process(idx, x, label) -> row`` over the examples the job's plan has left, and write them.
 
     Single process: rows go straight to OUTFILE. torchrun: each rank writes OUTFILE.part{r}of{W}; rank 0
     merges when all are done. --shard I/N: this process writes its part only (merge with core.shards).
-    Returns the path written (the merged OUTFILE on rank 0 / single process, the part file otherwise).
+    Returns the path written: OUTFILE (single process, torchrun rank 0), the part file (--shard), or None
+    (the other torchrun ranks).
     """
-    args = job.args
-    rank, world, distributed = torchrun_world()
-    if distributed and args.shard:
-        raise MsrsError("use either torchrun or --shard I/N, not both")
-    if args.shard:
-        rank, world = parse_shard(args.shard)
-    if world > 1:  # parts are written beside OUTFILE; OUTFILE itself only by the merge
-        check_outfile(outfile, args.resume)
-    indices = files.select_indices(len(job.dataset), args.start, args.skip, args.max)
+    args, plan = job.args, job.plan
+    rank, world, distributed = job.world
     if job.split is not None:  # every rank works on every example; rank 0 alone writes
-        return _execute_split(job, outfile, columns, process, desc, indices)
-    mine = files.shard_indices(indices, rank, world)
-    path = files.part_path(outfile, rank, world)
-    writer = files.ResultWriter(path, columns, resume=args.resume)
-    files.write_sidecar(path, _resolved(args), checkpoint_hashes(args),
-                        {"flags": job.flags, "rank": rank, "world": world, "indices": mine}, resume=args.resume)
-    todo = [i for i in mine if i not in writer.done]
-    with writer:
-        for idx, row in _rows(job, todo, process, f"{desc} [{rank}/{world}]" if world > 1 else desc):
-            writer.write(row)
+        return _execute_split(job, process, desc)
+    meta = {"args": _resolved(args), "checkpoints": plan.identity["models"], "flags": job.flags}
+    if world > 1:
+        meta.update(rank=rank, world=world, indices=plan.expected)
+    _write_rows(job, files.ResultWriter(plan, meta, job.model_name), process,
+                f"{desc} [{rank}/{world}]" if world > 1 else desc)
     if not distributed or world == 1:
-        return path
+        return plan.path
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
     dist.barrier()
     if rank == 0:
-        if args.resume and os.path.exists(outfile):
-            os.remove(outfile)  # re-merge from the (complete) parts
-        merge_run(outfile, world)
+        if args.resume and os.path.exists(job.outfile):
+            os.remove(job.outfile)  # re-merge from the (complete) parts
+        merge_run(job.outfile, world)
     dist.barrier()
-    return outfile if rank == 0 else path
+    return job.outfile if rank == 0 else None
 
 
 def _resolved(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
 
 
-def _rows(job: Job, todo: list[int], process: Callable, desc: str, show: bool = True):
-    """(idx, row) for each example to do: data to the device, per-example hooks, timing; tqdm progress."""
-    for idx in tqdm(todo, desc=desc, dynamic_ncols=True, disable=None if show else True):
-        x, label = job.dataset[idx]
-        x = x.to(job.device)
-        job.set_example(idx)
-        t0 = time.time()
-        row = process(idx, x, int(label))
-        if job.device.type == "cuda":
-            torch.cuda.synchronize(job.device)
-        row["time"] = files.format_time(time.time() - t0)
-        yield idx, row
-
-
-def _execute_split(job: Job, outfile: str, columns: list[str], process: Callable, desc: str,
-                   indices: list[int]) -> str | None:
-    """--split_n: all ranks go through the same examples (their draws are summed inside Smooth); rank 0
-    writes the rows and decides, on resume, which examples are left."""
-    rank = job.split.rank
-    dist.barrier()  # every rank has checked that OUTFILE does not exist before rank 0 creates it
-    writer = None
-    todo = [None]
-    if rank == 0:
-        writer = files.ResultWriter(outfile, columns, resume=job.args.resume)
-        files.write_sidecar(outfile, _resolved(job.args), checkpoint_hashes(job.args),
-                            {"flags": job.flags, "split_n_world": job.split.world}, resume=job.args.resume)
-        todo = [[i for i in indices if i not in writer.done]]
-    dist.broadcast_object_list(todo, src=0)
-    for idx, row in _rows(job, todo[0], process, desc, show=rank == 0):
+def _write_rows(job: Job, writer: files.ResultWriter | None, process: Callable, desc: str, show: bool = True,
+                todo: list[int] | None = None) -> None:
+    """Each example's row, written as soon as it is done; a run stopped by an error (or a signal) before
+    its first row removes the files it created."""
+    plan = job.plan
+    todo = plan.todo if todo is None else todo
+    try:
+        for idx in progress(todo, total=len(plan.expected), done=len(plan.expected) - len(todo), desc=desc,
+                            show=show):
+            row = _row(job, idx, process)
+            if writer is not None:
+                writer.write(row)
+    except BaseException:
         if writer is not None:
-            writer.write(row)
+            writer.discard()
+        raise
     if writer is not None:
         writer.close()
+
+
+def _row(job: Job, idx: int, process: Callable) -> dict[str, Any]:
+    """One example's row: data to the device, per-example hooks, the non-finite check, timing."""
+    x, label = job.dataset[idx]
+    x = x.to(job.device)
+    job.set_example(idx)
+    t0 = time.time()
+    row = process(idx, x, int(label))
+    job.check_finite(idx)
+    if job.device.type == "cuda":
+        torch.cuda.synchronize(job.device)
+    row["time"] = files.format_time(time.time() - t0)
+    return row
+
+
+def _execute_split(job: Job, process: Callable, desc: str) -> str | None:
+    """--split_n: all ranks go through the same examples (their draws are summed inside Smooth); rank 0
+    writes the rows. Every rank checked the same files in its plan; rank 0's list of what is left is used."""
+    rank = job.split.rank
+    dist.barrier()  # every rank has checked OUTFILE before rank 0 writes
+    writer = None
+    if rank == 0:
+        writer = files.ResultWriter(job.plan, {"args": _resolved(job.args), "checkpoints": job.plan.identity["models"],
+                                               "flags": job.flags, "split_n_world": job.split.world}, job.model_name)
+    todo = [job.plan.todo]
+    dist.broadcast_object_list(todo, src=0)
+    _write_rows(job, writer, process, desc, show=rank == 0, todo=todo[0])
     dist.barrier()
-    return outfile if rank == 0 else None
+    return job.plan.path if rank == 0 else None

@@ -11,6 +11,7 @@ checkpoint path in training (FT-CLIP's ``--resume [PATH]``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Callable
@@ -146,9 +147,9 @@ def sigmas_from_args(args: argparse.Namespace) -> list[float]:
     sig = sorted(set(float(s) for s in sig), reverse=True)
     if not sig:
         raise MsrsError("no sigma given: pass --sigma25/--sigma50/--sigma100 or --sigmas S [S ...]")
-    bad = [s for s in sig if not s > 0]
+    bad = [s for s in sig if not (s > 0 and math.isfinite(s))]
     if bad:
-        raise MsrsError(f"sigma must be > 0, got {bad[0]}")
+        raise MsrsError(f"sigma must be a finite number > 0, got {bad[0]}")
     return sig
 
 
@@ -178,6 +179,13 @@ def check_args(args: argparse.Namespace) -> None:
     if hasattr(args, "skip"):
         need(args.skip >= 1, f"--skip must be >= 1, got {args.skip}")
         need(args.start >= 0, f"--start must be >= 0, got {args.start}")
+    if hasattr(args, "seed"):
+        need(args.seed >= 0, f"--seed must be an integer >= 0, got {args.seed}")
+    if getattr(args, "pad_to", None) is not None:
+        need(args.pad_to >= 0, f"--pad_to must be >= 0 (0: no padding), got {args.pad_to}")
+    for flag in ("summary_radii", "radius_grid"):
+        bad = [r for r in getattr(args, flag, None) or [] if not (math.isfinite(r) and r >= 0)]
+        need(not bad, f"--{flag} must be finite radii >= 0, got {bad[0] if bad else ''}")
     if hasattr(args, "batch"):
         need(args.batch == "auto" or (str(args.batch).isdigit() and int(args.batch) > 0),
              f"--batch must be a positive integer or 'auto', got {args.batch}")
@@ -187,6 +195,24 @@ def check_args(args: argparse.Namespace) -> None:
     resolve_ddpm_path(args)
     if getattr(args, "shard", None):
         parse_shard(args.shard)
+
+
+def check_denoiser_args(args: argparse.Namespace, image_size: int) -> None:
+    """Once --denoiser auto is resolved: --denoiser_config must name a config (and a denoiser must be
+    used), --pad_to must be at least the image size."""
+    if args.denoiser == "none":
+        need(args.denoiser_config is None, f"--denoiser_config {args.denoiser_config} is given, but no denoiser "
+                                           "is used (--denoiser none): drop it or pass --denoiser PATH")
+        return
+    if args.denoiser_config is not None:
+        from models.diffusion import config_kwargs
+        try:
+            config_kwargs(args.denoiser_config)
+        except MsrsError as e:
+            raise MsrsError(f"--denoiser_config: {e}") from None
+    need(args.pad_to is None or args.pad_to >= image_size,
+         f"--pad_to {args.pad_to} is smaller than the {image_size}-pixel images: give a size >= {image_size}, "
+         "or 0 for no padding")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

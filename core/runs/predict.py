@@ -12,6 +12,7 @@ import pandas as pd
 
 from core.errors import MsrsError
 from core.runs.files import atomic_write_text
+from core.runs.integrity import check_output_path
 from core.runs.loop import check_outfile
 from datasets import CORRUPTIONS
 
@@ -40,18 +41,22 @@ def run_datasets(args: argparse.Namespace, run_one: Callable[[argparse.Namespace
         if path == args.outfile:
             results[args.dataset] = accuracy(path)
             print(f"Accuracy ({args.dataset}): {results[args.dataset]:.2f} %")
+        elif path is not None:  # a --shard part
+            print(f"Accuracy ({args.dataset}, this shard's part {path}): {accuracy(path):.2f} %")
         return results
     outdir = args.outfile
-    if os.path.isfile(outdir):
-        raise MsrsError(f"{outdir} is a file: for cifar10c OUTFILE is a directory of per-corruption TSVs")
+    check_output_path(outdir, resume=True, kind="dir")
+    names = corruptions(args.corr_type)
     os.makedirs(outdir, exist_ok=True)
-    for corruption in corruptions(args.corr_type):
+    for corruption in names:
         sub = argparse.Namespace(**{**vars(args), "corr_type": corruption})
         out = os.path.join(outdir, f"{corruption}.tsv")
         path = run_one(sub, "cifar10c", out)
         if path == out:
             results[f"cifar10c_{corruption}"] = accuracy(out)
             print(f"Accuracy (cifar10c {corruption}, severity {args.severity}): {results[f'cifar10c_{corruption}']:.2f} %")
+        elif path is not None:
+            print(f"Accuracy (cifar10c {corruption}, this shard's part {path}): {accuracy(path):.2f} %")
     if results:
         name = os.path.join(outdir, f"accuracy_cifar10c_{args.corr_type}_s{args.severity}_{tag}_sk{args.skip}_st{args.start}.csv")
         rows = [[k, v] for k, v in results.items()]

@@ -1,6 +1,7 @@
 """Job set-up of the certify family: the device, autocast (one definition of each, also used by the
 training scripts), the numerics flags, the base classifier f_sigma of each sigma, and the ``Job`` a
-script's per-example function works on (dataset, classifier, denoisers, generators, batch size)."""
+script's per-example function works on (dataset, classifier, denoisers, generators, batch size, and
+the plan of its file: ``setup`` checks every argument, path and input file before any model is built)."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,10 @@ import torch.distributed as dist
 from core.blackbox import LogReplay
 from core.denoise import DenoiseThenClassify
 from core.errors import MsrsError
-from core.runs import speed
+from core.runs import files, integrity, speed
 from core.runs.blackbox import read_query_log
-from core.runs.loaders import load_denoisers, resolve_denoiser_args
+from core.runs.loaders import checkpoint_hashes, load_denoisers, resolve_denoiser_args
+from core.runs.parsers import check_denoiser_args, parse_shard
 from core.smoothing import SplitCounts, example_generator
 from datasets import dataset_info, get_dataset
 from models.classifiers import LogitMask, load_classifier
@@ -30,9 +32,16 @@ def resolve_device(spec: str) -> torch.device:
         spec = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     elif spec == "cuda" and "LOCAL_RANK" in os.environ:
         spec = f"cuda:{local_rank}"
-    dev = torch.device(spec)
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise MsrsError(f"--device {spec!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise MsrsError(f"--device {spec!r}: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise MsrsError("--device cuda asked for, but no CUDA device is visible; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MsrsError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     return dev
 
 
@@ -72,6 +81,27 @@ class Autocast(torch.nn.Module):
             self.module.set_example(seed, idx)
 
 
+class FiniteGuard(torch.nn.Module):
+    """Notes whether a base classifier returned a non-finite logit for the current example (a flag on
+    the device: no synchronisation per batch); ``Job.check_finite`` turns it into an error before the
+    example's row is written, so NaN weights or an fp16 overflow never become a certificate."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module, self.bad = module, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
+        bad = ~torch.isfinite(out).all()
+        self.bad = bad if self.bad is None else self.bad | bad
+        return out
+
+    def set_example(self, seed: int, idx: int) -> None:
+        self.bad = None
+        if hasattr(self.module, "set_example"):
+            self.module.set_example(seed, idx)
+
+
 def build_base_classifier(classifier: Callable[[torch.Tensor], torch.Tensor], denoiser: torch.nn.Module | None,
                           sigma: float, device: torch.device, amp: torch.dtype | None, compile: bool = False,
                           reverse_seeds: int = 1, channels_last: bool | None = None) -> torch.nn.Module:
@@ -104,8 +134,12 @@ class Job:
     flags: dict[str, Any]
     sigmas: list[float]
     split: SplitCounts | None = None
+    plan: files.OutfilePlan | None = None
+    world: tuple[int, int, bool] = (0, 1, False)  # (rank, world, launched by torchrun) of the examples' split
+    outfile: str = ""
     _bases: dict | None = None
     _denoisers: dict | None = None
+    _idx: int | None = None
 
     def base_classifier(self, sigma: float) -> torch.nn.Module:
         """f_sigma: noisy pixel batch -> logits (denoise-then-classify, or the classifier itself)."""
@@ -121,15 +155,34 @@ class Job:
                                                      trust=a.trust_checkpoint, num_t_steps=a.num_t_steps,
                                                      pad_to=a.pad_to)
                 den = self._denoisers[sigma]
-            self._bases[sigma] = build_base_classifier(self.classifier, den, sigma, self.device, self.amp,
-                                                       compile=a.compile, reverse_seeds=a.reverse_seeds)
+            self._bases[sigma] = FiniteGuard(build_base_classifier(self.classifier, den, sigma, self.device, self.amp,
+                                                                   compile=a.compile, reverse_seeds=a.reverse_seeds))
         return self._bases[sigma]
 
     def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return Autocast(self.classifier, self.amp)(x.unsqueeze(0))[0].float()
+            out = Autocast(self.classifier, self.amp)(x.unsqueeze(0))[0].float()
+        if not torch.isfinite(out).all():
+            raise self._nonfinite(self._idx)
+        return out
+
+    @property
+    def model_name(self) -> str:
+        den = "" if self.denoiser_spec == "none" else f" + denoiser {self.denoiser_spec}"
+        return f"classifier {self.args.classifier}{den}"
+
+    def _nonfinite(self, idx: int | None) -> MsrsError:
+        hint = " or run with --amp off" if self.amp is not None else ""
+        return MsrsError(f"{self.model_name}: non-finite logits (NaN or inf) on example {idx}; no row is written "
+                         f"for it: check the checkpoint (NaN weights?){hint}")
+
+    def check_finite(self, idx: int) -> None:
+        """An error if a base classifier returned a non-finite logit while example idx was processed."""
+        if any(g.bad is not None and bool(g.bad) for g in (self._bases or {}).values()):
+            raise self._nonfinite(idx)
 
     def set_example(self, idx: int) -> None:
+        self._idx = idx
         for base in (self._bases or {}).values():
             if hasattr(base, "set_example"):
                 base.set_example(self.args.seed, idx)
@@ -148,18 +201,23 @@ class Job:
         return speed.auto_batch_size(self.base_classifier(sigma), tuple(x.shape), self.device, cap=n)
 
 
-def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | None = None) -> Job:
-    """Device, dataset and classifier for one run (denoisers are built lazily, per sigma)."""
+def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | None = None, *, outfile: str,
+          columns: list[str]) -> Job:
+    """Everything a run needs, checked before any model is built: the device, the dataset and the example
+    selection, the denoiser arguments, the model files (hashed: the run's identity) and OUTFILE (a
+    resume must continue this very run); then the classifier (denoisers are built lazily, per sigma)."""
     name = dataset_name or args.dataset
     device = resolve_device(args.device)
-    flags = set_backend_flags(device)
+    amp = amp_dtype(args.amp, device)
+    rank, size, distributed = torchrun_world()
+    if distributed and args.shard:
+        raise MsrsError("use either torchrun or --shard I/N, not both")
+    if args.shard:
+        rank, size = parse_shard(args.shard)
     split = None
     if getattr(args, "split_n", False):
-        rank, size, distributed = torchrun_world()
         if not distributed:
             raise MsrsError("--split_n splits each example across torchrun ranks: launch with torchrun --nproc_per_node=K")
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
         split = SplitCounts(rank, size)
     opts = {}
     if name == "cifar10c":
@@ -171,20 +229,50 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     dataset = get_dataset(name, args.split, args.data_path, **opts)
     info = dataset_info(name)
     resolve_denoiser_args(args, name)  # after the dataset: a missing dataset is reported first
-    if args.classifier.startswith("querylog:"):  # answers of a black-box classifier to logged queries
-        if args.denoiser != "none" or len(sigmas) != 1:
-            raise MsrsError("a querylog: classifier answered the noisy queries of one sigma: use one sigma "
-                            "and --denoiser none")
+    check_denoiser_args(args, info.image_size)
+    querylog = args.classifier.startswith("querylog:")  # answers of a black-box classifier to logged queries
+    if querylog and (args.denoiser != "none" or len(sigmas) != 1):
+        raise MsrsError("a querylog: classifier answered the noisy queries of one sigma: use one sigma "
+                        "and --denoiser none")
+    indices = files.select_indices(len(dataset), args.start, args.skip, args.max)
+    if not indices:
+        raise MsrsError(f"--start {args.start} --skip {args.skip} --max {args.max} select no example of {name} "
+                        f"({len(dataset)} examples, idx 0..{len(dataset) - 1})")
+    plan = plan_run(args, sigmas, amp, outfile, columns, indices, (rank, size), split)
+    flags = set_backend_flags(device)
+    if split is not None and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    where = dict(split=split, plan=plan, world=(rank, size, distributed), outfile=outfile)
+    if querylog:
         log = args.classifier[len("querylog:"):]
         return Job(args, device, dataset, info, LogReplay(read_query_log(log), info.num_classes, log),
-                   "none", None, flags, sorted(sigmas, reverse=True), split)
+                   "none", None, flags, sorted(sigmas, reverse=True), **where)
     classifier = load_classifier(args.classifier, arch=args.arch, num_classes=info.num_classes,
                                  trust=args.trust_checkpoint, ema=not args.use_module)
     if getattr(info, "class_subset", None):
         classifier = LogitMask(classifier, info.class_subset)
     classifier = classifier.to(device).eval()
-    return Job(args, device, dataset, info, classifier, args.denoiser, amp_dtype(args.amp, device), flags,
-               sorted(sigmas, reverse=True), split)
+    return Job(args, device, dataset, info, classifier, args.denoiser, amp, flags, sorted(sigmas, reverse=True),
+               **where)
+
+
+def plan_run(args: argparse.Namespace, sigmas: list[float], amp: torch.dtype | None, outfile: str,
+             columns: list[str], indices: list[int], world: tuple[int, int],
+             split: SplitCounts | None) -> files.OutfilePlan:
+    """The run's identity and what it will do with its file (OUTFILE, or this rank's part of it): checks
+    the output paths and, on --resume, that the existing rows are this run's. Writes nothing."""
+    rank, size = world
+    integrity.check_output_path(outfile, resume=args.resume)
+    sharded = size > 1 and split is None
+    path = files.part_path(outfile, rank, size) if sharded else outfile
+    if sharded:
+        integrity.check_output_path(path, resume=args.resume)
+    identity = integrity.run_identity(
+        vars(args), sigmas=sigmas, amp={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "off"),
+        selection=indices, models=checkpoint_hashes(args), columns=columns,
+        split_world=split.world if split is not None else None, part=(rank, size) if sharded else None)
+    mine = files.shard_indices(indices, rank, size) if sharded else indices
+    return files.plan_outfile(path, columns, identity, mine, args.resume)
 
 
 def torchrun_world() -> tuple[int, int, bool]:
