@@ -361,3 +361,13 @@ def test_cadis_rows_are_one_file_by_one_process(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(MsrsError, match="one-sigma"):
         compat.ftcadis_rows(argparse.Namespace(), False, [], None)
+
+
+def test_cadis_rows_are_checked_as_theirs():
+    """The row check before a write / resume reads FT-CADIS's file as theirs: True/False, an integer count."""
+    from core.runs.integrity import check_fields
+    cadis, cohen = compat.CADIS_COLUMNS, list(certify.SINGLE_COLUMNS)
+    assert check_fields(["3", "1", "1", "0.5", "2", "True", "0:00:01"], cadis) is None
+    assert "not True or False" in check_fields(["3", "1", "1", "0.5", "2", "1", "0:00:01"], cadis)
+    assert "correct_num" in check_fields(["3", "1", "1", "0.5", "two", "True", "0:00:01"], cadis)
+    assert "not an integer" in check_fields(["3", "1", "1", "0.5", "True", "0:00:01"], cohen)
