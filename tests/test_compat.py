@@ -309,16 +309,14 @@ def test_form_protocols_are_the_papers():
     """The table's data: FT-CADIS -> cadis, DensePure -> densepure, Salman et al. -> salman (names of --protocol)."""
     from core.runs.protocols import PROTOCOLS
     assert {k: f.protocol for k, f in compat.FORMS.items()} == {
-        "ftcadis": "cadis", "salman": "salman", "densepure": "densepure", "salman_train": None, "salman_test": None}
-    assert {f.protocol for f in compat.FORMS.values()} - {None} <= set(PROTOCOLS)
+        "ftcadis": "cadis", "salman": "salman", "densepure": "densepure", "salman_train": "salman",
+        "salman_test": "salman"}
+    assert {f.protocol for f in compat.FORMS.values()} <= set(PROTOCOLS)
 
 
 @pytest.mark.parametrize("name", list(FORM_LINES))
 def test_paper_form_selects_its_protocol_unless_told(name, named_vit):
     entry, line = FORM_LINES[name]
-    if compat.FORMS[name].protocol is None:           # finetune_diffusion.py: no protocol row applies
-        assert all("--protocol" not in r for r in runs(entry, line))
-        return
     for ns in native(entry, line):
         assert ns.protocol == compat.FORMS[name].protocol
     for given in (["--protocol", "mdds"], ["--protocol=dds"]):

@@ -422,11 +422,10 @@ FORMS: dict[str, Form] = {
                                  "--save_predictions", "--predictions_path", "--reverse_seed", "--save_info",
                                  "--clustering_batch", "--clustering_method", "--data_seed"),
                       conflicts=CASCADE_FLAGS),
-    # finetune_diffusion.py trains and tests a denoiser by its own flags: no protocol row applies to it
-    "salman_train": Form("Salman et al.", "finetune_diffusion", None, _salman_train_parser, _salman_train,
+    "salman_train": Form("Salman et al.", "finetune_diffusion", "salman", _salman_train_parser, _salman_train,
                          no_effect=("--gpu", "--print-freq", "--azure_datastore_path", "--philly_imagenet_path"),
                          conflicts=("--mode", "--output_dir", "--sigma25", "--sigma50", "--sigma100", "--sigmas")),
-    "salman_test": Form("Salman et al.", "finetune_diffusion", None, _salman_test_parser, _salman_test,
+    "salman_test": Form("Salman et al.", "finetune_diffusion", "salman", _salman_test_parser, _salman_test,
                         no_effect=("--gpu", "--print-freq"),
                         conflicts=("--mode", "--output_dir", "--classifier", "--pretrained-denoiser")),
 }
