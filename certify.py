@@ -2,16 +2,18 @@
 
     python certify.py DATASET CLASSIFIER OUTFILE --sigma25 --sigma50 --sigma100 [--denoiser PATH|zoo:NAME|none]
 
-One sigma writes Cohen's columns ``idx label predict radius correct time``; several write the MDDS
-cascade's ``idx label predict radius r_neg correct pred_uc corr_uc stage time``. Radii are pixel-space
-L2 (images in [0,1]), written rounded down.
+One sigma writes Cohen's columns ``idx label predict radius correct time`` (``--columns cohen``) or, as
+MDDS's certify.py does under ``--protocol mdds`` (the default), the cascade's with one level; several
+write the MDDS cascade's ``idx label predict radius r_neg correct pred_uc corr_uc stage time``. Radii are
+pixel-space L2 (images in [0,1]), written rounded down. ``--protocol NAME`` takes every choice left
+unset from that paper's row (docs/PROTOCOLS.md); the sidecar JSON records what was resolved.
 """
 from __future__ import annotations
 
 import argparse
 
 from core.cascade import MultiScaleSmooth
-from core.runs import analysis, loop, parsers, setup
+from core.runs import analysis, compat, loop, parsers, setup
 from core.smoothing import Smooth
 from core.stats import floor_radius
 
@@ -35,17 +37,23 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> str | None:
+    setup.resolve_run(args, "certify")
     parsers.check_args(args)
     sigmas = parsers.sigmas_from_args(args)
     loop.check_outfile(args.outfile, args.resume)
-    columns = list(SINGLE_COLUMNS if len(sigmas) == 1 else CASCADE_COLUMNS)
+    # MDDS writes its cascade (one level) for one sigma too; a black-box query log has no clean answers for it
+    single = len(sigmas) == 1 and (args.columns != "mdds" or args.classifier.startswith("querylog:"))
+    columns = list(SINGLE_COLUMNS if single else CASCADE_COLUMNS)
     if args.adaptive:
         columns.insert(columns.index("time"), "n_used")
+    if args.columns == "cadis":                  # FT-CADIS's file: correct_num (running total), True/False
+        columns = compat.ftcadis_columns(args, single, columns)
     job = setup.setup(args, sigmas, outfile=args.outfile, columns=columns)
     adaptive_kw = {"radius_grid": args.radius_grid} if args.radius_grid else {}
 
-    if len(sigmas) == 1:
-        smooth = Smooth(job.base_classifier(sigmas[0]), job.info.num_classes, sigmas[0], split=job.split)
+    if single:
+        smooth = Smooth(job.base_classifier(sigmas[0]), job.info.num_classes, sigmas[0], split=job.split,
+                        noise_sigma=job.noise_sigma(sigmas[0]))
         batch = job.batch_size(sigmas[0], args.N)
 
         def process(idx, x, label):
@@ -60,7 +68,7 @@ def main(args: argparse.Namespace) -> str | None:
             return row
     else:
         ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
-                              split=job.split, alpha_rule=args.cascade_alpha)
+                              split=job.split, alpha_rule=args.cascade_alpha, noise_sigmas=job.noise_sigmas())
         batch = min(job.batch_size(s, args.N) for s in sigmas)
 
         def process(idx, x, label):
@@ -77,6 +85,8 @@ def main(args: argparse.Namespace) -> str | None:
                 row["n_used"] = res.n_used
             return row
 
+    if args.columns == "cadis":
+        process = compat.running_correct(args, process)
     path = loop.execute(job, process, desc="certify")
     if path is not None:
         analysis.print_summary(path, args.summary_radii, outfile=args.outfile)

@@ -51,8 +51,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="ddpm: sample t below this timestep only (0: all T); see models/zoo/README.md")
 
     g = p.add_argument_group("optimization (defaults per mode: core.train.denoiser.DEFAULTS)")
-    g.add_argument("--optimizer", choices=["Adam", "SGD", "AdamThenSGD", "AdamW"], default=None,
-                   help="default AdamW (diffusion), Adam (dncnn)")
+    g.add_argument("--optimizer", choices=["Adam", "SGD", "AdamThenSGD", "AdamThenSGD_ref", "AdamW"], default=None,
+                   help="default AdamW (diffusion), Adam (dncnn). AdamThenSGD: Adam, then SGD from --start_sgd_epoch "
+                        "(ours: Salman's own check compares with 'AdamThenSGD ', trailing space, so the switch never "
+                        "happens there); AdamThenSGD_ref: Adam throughout, what Salman's code runs for it")
     g.add_argument("--lr_step_size", type=int, default=30, help="dncnn: StepLR step (epochs)")
     g.add_argument("--gamma", type=float, default=0.1, help="dncnn: StepLR factor")
     g.add_argument("--start_sgd_epoch", type=int, default=50, help="dncnn AdamThenSGD: switch epoch")

@@ -20,7 +20,7 @@ COLUMNS = ["idx", "label", "pred0", "predict", "correct", "time", "stage", "c_ma
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("predict_mdds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                parents=parsers.certify_family(n_default=200))
+                                parents=parsers.certify_family())
     p.add_argument("dataset")
     p.add_argument("classifier", help="classifier checkpoint path or zoo:NAME")
     p.add_argument("outfile", help="output TSV (a directory for cifar10c)")
@@ -32,7 +32,7 @@ def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     sigmas = parsers.sigmas_from_args(args)
     job = setup.setup(args, sigmas, dataset, outfile=outfile, columns=COLUMNS)
     ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
-                          split=job.split)
+                          split=job.split, noise_sigmas=job.noise_sigmas())
     batch = min(job.batch_size(s, args.N) for s in sigmas)
 
     def process(idx, x, label):
@@ -46,6 +46,7 @@ def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
 
 
 def main(args: argparse.Namespace):
+    setup.resolve_run(args, "predict_mdds")
     parsers.check_args(args)
     if not 0 <= args.unif_w <= 1:
         raise MsrsError(f"--unif_w must be in [0, 1], got {args.unif_w}")

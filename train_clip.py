@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 from core.runs.parsers import run_cli, sigma_parser
-from core.train.classifier import OBJECTIVES, run
+from core.train.classifier import IGNORED_SWITCHES, IGNORED_TYPED_FLAGS, IGNORED_VALUE_FLAGS, OBJECTIVES, run
 from core.train.parsers import str2bool, training_family
 
 
@@ -86,22 +86,42 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("runtime")
     g.add_argument("--use_fp16", type=str2bool, default=None, help="FT-CADIS spelling of --amp fp16")
     g.add_argument("--pin_mem", action="store_true", default=False)
+    g.add_argument("--no_pin_mem", action="store_false", dest="pin_mem", help="MDDS spelling (speed only)")
     g.add_argument("--load_from", default=None, help="FT-CADIS spelling of --resume PATH")
-    g.add_argument("--auto_resume", action="store_true", default=False,
-                   help="resume from OUTPUT_DIR/checkpoint-last.pt when it exists")
+    g.add_argument("--auto_resume", action="store_true", default=None,
+                   help="resume from OUTPUT_DIR/checkpoint-last.pt when it exists (default: the protocol's; "
+                        "MDDS / FT-CLIP resume by default)")
+    g.add_argument("--no_auto_resume", action="store_false", dest="auto_resume", help="start afresh (MDDS)")
     g.add_argument("--disable_eval_during_finetuning", action="store_true")
     g.add_argument("--deepspeed", "--enable_deepspeed", dest="deepspeed", action="store_true",
                    help="train with a DeepSpeed engine (config written from these flags)")
     g.add_argument("--deepspeed_config", default=None, help="use this DeepSpeed JSON config instead")
 
-    g = p.add_argument_group("accepted for FT-CLIP / MDDS / FT-CADIS command lines (no effect)")
-    for flag in ("--log_dir", "--model_prefix", "--eval_data_path", "--dist_url"):
+    g = p.add_argument_group("the papers' training protocol (--protocol mdds: FT-CLIP; cadis: FT-CADIS)")
+    g.add_argument("--augment", choices=["timm", "crop_flip"], default=None,
+                   help="timm (FT-CLIP: RandAugment, erasing, colour jitter) or crop_flip (FT-CADIS); default: the "
+                        "protocol's (cadis with --objective cadis, else mdds)")
+    g.add_argument("--checkpoints", choices=["best", "epochs"], default=None,
+                   help="best (checkpoint-best by eval accuracy) or epochs (FT-CADIS: checkpoint-{epoch}.pt after "
+                        "epoch 1, every 5th and the last)")
+    g.add_argument("--log_dir", default=None, help="TensorBoard logs here (FT-CLIP's scalars per step and epoch)")
+    g.add_argument("--eval_all", action="store_true",
+                   help="FT-CLIP: evaluate (and the EMA) every epoch, and pick 'best' on the EMA's accuracy; "
+                        "without it, every 5th epoch and the last 30 %% (the EMA after half), as run_class_finetuning")
+    g.add_argument("--dist_eval", action="store_true",
+                   help="shard the evaluation over the ranks (DistributedSampler: duplicates pad the last batch); "
+                        "default: every rank evaluates the whole test set")
+    g.add_argument("--model_ema_force_cpu", action="store_true", help="keep the EMA on the CPU (FT-CLIP)")
+    g.add_argument("--save_ckpt", action="store_true", default=True, help=argparse.SUPPRESS)
+    g.add_argument("--no_save_ckpt", action="store_false", dest="save_ckpt", help="write no checkpoint (FT-CLIP)")
+    g.add_argument("--init_scale", type=float, default=None, help="CLIP_B16 head init scale (FT-CLIP default 0.001)")
+
+    g = p.add_argument_group("accepted for FT-CLIP / MDDS / FT-CADIS command lines (ignored, with a warning)")
+    for flag in IGNORED_VALUE_FLAGS:
         g.add_argument(flag, default=None, help=argparse.SUPPRESS)
-    for flag in ("--dist_eval", "--eval_all", "--save_ckpt", "--abs_pos_emb", "--disable_rel_pos_bias",
-                 "--model_ema_force_cpu", "--no_pin_mem", "--no_auto_resume", "--no_save_ckpt"):
-        g.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
-    for flag, typ in (("--layer_scale_init_value", float), ("--init_scale", float), ("--world_size", int),
-                      ("--id", int)):
+    for flag in IGNORED_SWITCHES:
+        g.add_argument(flag, action="store_true", default=None, help=argparse.SUPPRESS)
+    for flag, typ in IGNORED_TYPED_FLAGS:
         g.add_argument(flag, type=typ, default=None, help=argparse.SUPPRESS)
     g.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p

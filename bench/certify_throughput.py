@@ -7,7 +7,8 @@ Random weights (speed does not depend on them). Three ways to get noise samples 
 denoise-then-classify networks, interleaved in rounds (medians reported):
   (1) floor: the bare forward pass of our assembled base classifier on pre-made noisy batches;
   (2) ours: ``Smooth.sample_counts`` on it (noise from the example's generator on the device, counts on the
-      device, one host sync per call) -- the default path of certify.py (``--amp auto``: bf16 on CUDA);
+      device, one host sync per call) -- the default path of certify.py (``--amp auto``: under the default
+      mdds protocol fp16 on CUDA);
   (3) reference-style: the locuslab / DDS ``_sample_noise`` loop on plain fp32 copies of the networks with
       PyTorch's default backend flags: ``x.repeat`` on the host, ``.to(device)`` per batch,
       ``torch.randn_like(batch, device=...)``, ``.cpu().numpy()`` and a Python loop counting the predictions.
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = "small" if args.small else (args.config or ("cifar" if device.type == "cuda" else "small"))
     seconds = args.seconds if args.seconds is not None else (10.0 if device.type == "cuda" else 5.0)
     flags = set_backend_flags(device)           # what certify.py sets for our path
-    amp = amp_dtype(args.amp, device)
+    amp = amp_dtype("fp16" if args.amp == "auto" and device.type == "cuda" else args.amp, device)  # mdds's default
     _, _, shape, classes = CONFIGS[config]
 
     denoiser, classifier = build_models(config, args.sigma, args.seed)

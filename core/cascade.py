@@ -150,10 +150,12 @@ class PredictResult:
 
 
 class MultiScaleSmooth:
-    """Cascade of smoothed classifiers, one per sigma (MDDS). ``base_classifiers`` maps sigma -> f_sigma."""
+    """Cascade of smoothed classifiers, one per sigma (MDDS). ``base_classifiers`` maps sigma -> f_sigma;
+    ``noise_sigmas`` (optional) sigma -> the noise drawn at that level (``Smooth``'s noise_sigma ≥ sigma)."""
 
     def __init__(self, base_classifiers: dict[float, Callable[[torch.Tensor], torch.Tensor]], num_classes: int,
-                 p0: float = 0.5, seed: int = 0, split=None, alpha_rule: str = "mdds"):
+                 p0: float = 0.5, seed: int = 0, split=None, alpha_rule: str = "mdds",
+                 noise_sigmas: dict[float, float] | None = None):
         if not base_classifiers:
             raise ValueError("need at least one sigma")
         if alpha_rule not in ALPHA_RULES:
@@ -162,7 +164,8 @@ class MultiScaleSmooth:
         if not 0 < p0 < 1:
             raise ValueError(f"p0 must be in (0, 1), got {p0}")
         self.sigmas = sorted((float(s) for s in base_classifiers), reverse=True)
-        self.smooths = [Smooth(base_classifiers[s], num_classes, s, seed, split) for s in self.sigmas]
+        noise = noise_sigmas or {}
+        self.smooths = [Smooth(base_classifiers[s], num_classes, s, seed, split, noise.get(s)) for s in self.sigmas]
         self.num_classes = num_classes
         self.p0 = p0
         self.seed = seed

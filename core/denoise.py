@@ -8,7 +8,7 @@ seeded-stochastic (DensePure) function of x+δ, so Cohen's guarantee holds for f
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,10 +22,15 @@ if TYPE_CHECKING:  # duck-typed: alphas_cumprod, predicts_eps, model_timesteps, 
     from models.diffusion import GaussianDiffusion
 
 REVERSE_STAGE = 1_000_000  # generator stage of reverse stream k: REVERSE_STAGE + k (apart from noise stages)
+COSINE_S = 0.008     # improved-diffusion's cosine offset: ᾱ(τ) ∝ cos²((τ + s)/(1 + s)·π/2)
+NOISES = ("add", "q_sample", "densepure")    # the protocols' noise constructions (core.runs.protocols)
+T_RULES = ("first", "densepure")
+RESPACINGS = ("discrete", "densepure")
 
 
 def t_star_for_sigma(alphas_cumprod: np.ndarray | torch.Tensor, sigma: float) -> int:
-    """First t ≥ 1 with √((1−ᾱ_t)/ᾱ_t) ≥ 2σ (σ in pixels; DDS starts its search at 1).
+    """DDS and MDDS: the first t ≥ 1 with √((1−ᾱ_t)/ᾱ_t) ≥ 2σ (σ in pixels; DDS starts its search at 1, MDDS
+    at 0 with √ᾱ_t ≤ 1/√(1+4σ²): the same t).
 
     Cosine-4000: σ .25/.5/1 → 1158/1984/2809; linear-1000: 145/259/396.
     """
@@ -34,6 +39,66 @@ def t_star_for_sigma(alphas_cumprod: np.ndarray | torch.Tensor, sigma: float) ->
     if ok.size == 0:
         raise MsrsError(f"sigma={sigma} is larger than the diffusion's largest noise level; use a smaller sigma")
     return int(ok[0]) + 1
+
+
+def densepure_t(alphas_cumprod: Sequence[float], sigma: float, schedule: str, num_timesteps: int) -> float | int:
+    """DensePure's start timestep. 'cosine': T(1 − (2(1+s)/π)·asin(sin(π/(2(1+s)))/√(1+4σ²))), a float
+    (runners/diffpure_ddpm_densepure.py); otherwise the t < T−1 with √(1/ᾱ_t − 1) < 2σ ≤ √(1/ᾱ_{t+1} − 1)
+    that is nearer to 2σ (t+1 when strictly nearer), or T−1 when none brackets 2σ (diffpure_guided_densepure.py)."""
+    s2 = 2.0 * sigma
+    if schedule == "cosine":
+        k = 2.0 * (1.0 + COSINE_S)
+        return num_timesteps * (1.0 - k * math.asin(math.sin(math.pi / k) / math.sqrt(1.0 + s2 ** 2)) / math.pi)
+    r = np.sqrt(1.0 / np.asarray(alphas_cumprod, dtype=np.float64) - 1.0)
+    for t in range(len(r) - 1):
+        if r[t] < s2 <= r[t + 1]:
+            return t + 1 if s2 - r[t] > r[t + 1] - s2 else t
+    return len(r) - 1
+
+
+def x_t_scale(rule: str, alphas_cumprod: Sequence[float], t: int, sigma: float) -> float:
+    """The factor on u + 2σε: 'schedule' √ᾱ_t (MDDS, DDS); 'exact' 1/√(1+4σ²) (DensePure)."""
+    if rule == "schedule":
+        return math.sqrt(float(alphas_cumprod[t]))
+    if rule == "exact":
+        return 1.0 / math.sqrt(1.0 + 4.0 * sigma ** 2)
+    raise MsrsError(f"unknown x_t scale rule {rule!r} (schedule or exact)")
+
+
+def q_sample_sigma(alphas_cumprod: Sequence[float], t: int) -> float:
+    """Pixel-space noise of q_sample at t: x_t/√ᾱ_t = u + √(1/ᾱ_t − 1)·ε = 2(x + σ_q ε) − 1."""
+    return 0.5 * math.sqrt(1.0 / float(alphas_cumprod[t]) - 1.0)
+
+
+def densepure_grid(t_star: float, num_steps: int) -> list[int]:
+    """round(t* − i·t*/S) for i < S, descending (t* may be a float; Python's round, half to even)."""
+    inter = t_star / num_steps
+    return [round(t_star - i * inter) for i in range(num_steps)]
+
+
+def cosine_alpha_bar(tau: float) -> float:
+    """improved-diffusion's continuous, unnormalized ᾱ(τ) = cos²((τ + s)/(1 + s)·π/2), τ = t/T."""
+    return math.cos((tau + COSINE_S) / (1.0 + COSINE_S) * math.pi / 2) ** 2
+
+
+def densepure_betas(grid: Sequence[int], schedule: str, alphas_cumprod: Sequence[float],
+                    num_timesteps: int) -> np.ndarray:
+    """Betas of DensePure's S-step reverse schedule over [0, g_{S−1}, ..., g_0] (ascending), capped at 0.999.
+
+    'cosine' (improved-diffusion, p_sample): 1 − ᾱ(g_{j+1}/T)/ᾱ(g_j/T) with the continuous ᾱ, which equals
+    the discrete ᾱ one index below. Otherwise (guided-diffusion): 1 − ᾱ_{g_{j+1}}/ᾱ_{g_j} with the discrete
+    ᾱ of the schedule, ᾱ_0 included at 0 (the code's ``alphas_cumprod_origin[0]``, i.e. 1 − β_0, not 1).
+    Returned in the order of the reverse index j = 0..S−1 (j ↔ grid point g_{S−1−j}).
+    """
+    points = [0] + sorted(int(g) for g in grid)
+    if len(set(points)) != len(points):
+        raise MsrsError(f"DensePure grid {list(grid)} repeats a timestep (or reaches 0); use fewer steps")
+    if schedule == "cosine":
+        ab = [cosine_alpha_bar(p / num_timesteps) for p in points]
+    else:
+        ac = np.asarray(alphas_cumprod, dtype=np.float64)
+        ab = [float(ac[p]) for p in points]
+    return np.array([min(1.0 - ab[j + 1] / ab[j], 0.999) for j in range(len(points) - 1)], dtype=np.float64)
 
 
 class DiffusionDenoiser(nn.Module):
@@ -46,25 +111,53 @@ class DiffusionDenoiser(nn.Module):
     (seed, idx, reverse_seed), so rows do not depend on batching across examples.
     ``pad_to``: reflection-pad H, W to this size, denoise, crop back (MDDS ImageNet 224 → 256).
     Autocast, when asked for, is the caller's (``core.runs.setup.Autocast``); the output is float32.
+
+    The papers' protocol choices (core.runs.protocols):
+    ``noise``: 'add' (MDDS: x_t = √ᾱ_t*·(2(x+σε) − 1)); 'q_sample' (DDS / FT-CADIS: the same x_t with the
+    schedule's noise √(1/ᾱ_t* − 1)/2 ≥ σ, drawn by Smooth at ``noise_sigma``); 'densepure' (x_t =
+    (2(x+σε) − 1)/√(1+4σ²), the exact scale). ``t_rule``: 'first' (t_star_for_sigma) or 'densepure'
+    (``densepure_t``: its float t* on cosine schedules, one-shot at round(t*); the nearest index otherwise).
+    ``respacing``: 'discrete' (``diffusion.respaced``) or 'densepure' (``densepure_betas``; needs
+    ``schedule``, the diffusion's noise_schedule name).
     """
 
     def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, sigma: float, num_t_steps: int = 1,
-                 pad_to: int | None = None, clip: bool = True, reverse_seed: int = 0):
+                 pad_to: int | None = None, clip: bool = True, reverse_seed: int = 0, noise: str = "add",
+                 t_rule: str = "first", respacing: str = "discrete", schedule: str | None = None):
         super().__init__()
+        for name, value, allowed in (("noise", noise, NOISES), ("t_rule", t_rule, T_RULES),
+                                     ("respacing", respacing, RESPACINGS)):
+            if value not in allowed:
+                raise MsrsError(f"unknown {name} {value!r}; valid: {', '.join(allowed)}")
+        if "densepure" in (t_rule, respacing) and schedule is None:
+            raise MsrsError("DensePure's t* / respacing need the diffusion's noise_schedule name (schedule=)")
         self.model, self.diffusion = model, diffusion
         self.sigma, self.num_t_steps, self.pad_to, self.clip = float(sigma), int(num_t_steps), pad_to, clip
         self.reverse_seed = int(reverse_seed)
-        self.t_star = t_star_for_sigma(diffusion.alphas_cumprod, self.sigma)
-        ab = float(diffusion.alphas_cumprod[self.t_star])
-        self.sqrt_ab, self.sqrt_recip_ab, self.sqrt_recipm1_ab = math.sqrt(ab), math.sqrt(1 / ab), math.sqrt(1 / ab - 1)
-        self.t_model = diffusion.model_timesteps(torch.tensor([self.t_star]))  # what the UNet sees at t*
+        self.noise, self.t_rule, self.respacing = noise, t_rule, respacing
+        ac, T = diffusion.alphas_cumprod, diffusion.num_timesteps
         if self.num_t_steps < 1:
             raise MsrsError(f"--num_t_steps must be >= 1, got {num_t_steps}")
-        self.t_grid = sorted({round(self.t_star - i * self.t_star / self.num_t_steps) for i in range(self.num_t_steps)})
-        if len(self.t_grid) != self.num_t_steps:
-            raise MsrsError(f"--num_t_steps {num_t_steps} exceeds t*={self.t_star} distinct timesteps; use fewer steps")
+        if noise == "q_sample" and self.num_t_steps > 1:
+            raise MsrsError("the q_sample noise (DDS / FT-CADIS) is one-shot denoising: use --num_t_steps 1")
+        self.t_float = densepure_t(ac, self.sigma, schedule, T) if t_rule == "densepure" else t_star_for_sigma(ac, sigma)
+        self.t_star = int(round(self.t_float))
+        ab = float(ac[self.t_star])
+        self.sqrt_ab, self.sqrt_recip_ab, self.sqrt_recipm1_ab = math.sqrt(ab), math.sqrt(1 / ab), math.sqrt(1 / ab - 1)
+        # what multiplies u = 2(x+δ) − 1 to make x_t
+        self.x_t_scale = x_t_scale("exact" if noise == "densepure" else "schedule", ac, self.t_star, self.sigma)
+        # the pixel noise Smooth must draw (q_sample: the schedule's, slightly above σ)
+        self.noise_sigma = max(self.sigma, q_sample_sigma(ac, self.t_star)) if noise == "q_sample" else self.sigma
+        self.t_model = diffusion.model_timesteps(torch.tensor([self.t_star]))  # what the UNet sees at t*
+        self.t_grid = sorted(set(densepure_grid(self.t_float, self.num_t_steps)))
+        if len(self.t_grid) != self.num_t_steps or self.t_grid[0] < 1:
+            raise MsrsError(f"--num_t_steps {num_t_steps} exceeds t*={self.t_float:g} distinct timesteps; "
+                            "use fewer steps")
         # a new, respaced schedule: the diffusion's own arrays are never touched (ALGORITHMS §8.9)
-        self.reverse = diffusion.respaced(self.t_grid) if self.num_t_steps > 1 else None
+        self.reverse = None
+        if self.num_t_steps > 1:
+            betas = densepure_betas(self.t_grid, schedule, ac, T) if respacing == "densepure" else None
+            self.reverse = diffusion.respaced(self.t_grid, betas=betas)
         self._example: tuple[int, int] = (0, 0)
         self._gen: torch.Generator | None = None
 
@@ -99,7 +192,7 @@ class DiffusionDenoiser(nn.Module):
         if self.pad_to is not None and (H, W) != (self.pad_to, self.pad_to):
             ph, pw = self.pad_to - H, self.pad_to - W
             u = F.pad(u, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="reflect")
-        x_t = self.sqrt_ab * u
+        x_t = self.x_t_scale * u
         if self.reverse is None:
             out = self.net(x_t, self._t_model_on(x.device).expand(B))[:, :C]
             # x̂0 = x_t/√ᾱ − √(1/ᾱ − 1)·ε (or the network's x̂0 for predict_xstart models)
@@ -120,7 +213,8 @@ class DiffusionDenoiser(nn.Module):
         return (x0 + 1) / 2
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, t_star={self.t_star}, num_t_steps={self.num_t_steps}, pad_to={self.pad_to}"
+        return (f"sigma={self.sigma}, t_star={self.t_float:g}, num_t_steps={self.num_t_steps}, pad_to={self.pad_to}, "
+                f"noise={self.noise}, t_rule={self.t_rule}, respacing={self.respacing}")
 
 
 def majority_vote(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

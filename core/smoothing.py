@@ -93,17 +93,25 @@ def predict_from_counts(counts: np.ndarray, alpha: float) -> int:
 
 
 class Smooth:
-    """A smoothed classifier g around a base classifier f (Cohen et al. 2019)."""
+    """A smoothed classifier g around a base classifier f (Cohen et al. 2019).
+
+    ``noise_sigma`` (default ``sigma``): the noise actually drawn, which may exceed the nominal ``sigma`` of
+    the radius (DDS / FT-CADIS draw the diffusion schedule's noise at t*, slightly above σ). The certificate
+    of smoothing at noise_sigma ≥ σ covers σ·Φ⁻¹(p̲) (conservative), so anything smaller is refused.
+    """
 
     ABSTAIN = ABSTAIN
 
     def __init__(self, base_classifier: Callable[[torch.Tensor], torch.Tensor], num_classes: int, sigma: float,
-                 seed: int = 0, split: SplitCounts | None = None):
+                 seed: int = 0, split: SplitCounts | None = None, noise_sigma: float | None = None):
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
+        if noise_sigma is not None and not noise_sigma >= sigma:
+            raise ValueError(f"noise_sigma={noise_sigma} below sigma={sigma} would over-certify")
         self.base_classifier = base_classifier
         self.num_classes = num_classes
         self.sigma = float(sigma)
+        self.noise_sigma = float(sigma if noise_sigma is None else noise_sigma)
         self.seed = seed
         self.split = split
         self._generators: dict[str, torch.Generator] = {}
@@ -135,7 +143,7 @@ class Smooth:
             bs = min(batch_size, remaining)
             remaining -= bs
             noise = torch.randn((bs, *x.shape), generator=g, device=x.device, dtype=x.dtype)
-            batch = noise.mul_(self.sigma).add_(x)  # x + sigma * noise, in place: the same bits, no extra buffer
+            batch = noise.mul_(self.noise_sigma).add_(x)  # x + sigma * noise, in place: the same bits, no extra buffer
             predictions = self.base_classifier(batch).argmax(1).clamp_(max=self.num_classes)
             # index_add_, not torch.bincount: on CUDA bincount reads max(predictions) back to the host (a sync)
             counts.index_add_(0, predictions, torch.ones_like(predictions))

@@ -24,14 +24,53 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10C_URL = "https://zenodo.org/record/2535967 (CIFAR-10-C.tar)"
 CIFAR101_URL = "https://github.com/modestyachts/CIFAR-10.1 (datasets/cifar10.1_v6_*.npy)"
 
-# The 19 CIFAR-10-C corruptions (Hendrycks & Dietterich 2019): the 15 benchmark ones + 4 extra.
-CORRUPTIONS = [
-    "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur",
-    "snow", "frost", "fog", "brightness", "spatter",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate",
-]
+# CIFAR-10-C (Hendrycks & Dietterich 2019): the 15 benchmark corruptions in MDDS's order and groups
+# (smoothing-multiscale predict_utils.py CORRUPTIONS / CORRUPTIONS_PER_TYPE); 'all' means these 15.
+CORRUPTION_GROUPS = {
+    "noise": ["gaussian_noise", "shot_noise", "impulse_noise"],
+    "blur": ["defocus_blur", "glass_blur", "motion_blur", "zoom_blur"],
+    "weather": ["snow", "frost", "fog", "brightness"],
+    "digital": ["contrast", "elastic_transform", "pixelate", "jpeg_compression"],
+}
+CORRUPTIONS = [c for group in CORRUPTION_GROUPS.values() for c in group]
+# the 4 extra corruptions of the release (not in the benchmark): readable by name, never part of 'all'
+EXTRA_CORRUPTIONS = ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
 SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def resolve_corruptions(spec: Union[str, Sequence[str], None]) -> list[str]:
+    """``--corr_type`` → corruption names: 'all' (the 15, as MDDS), the groups noise / blur / weather /
+    digital, single names (the 4 extras too), comma-separated or as a list; order kept, duplicates dropped."""
+    items = [] if spec is None else ([spec] if isinstance(spec, str) else list(spec))
+    names = [c.strip() for item in items for c in str(item).split(",") if c.strip()] or ["all"]
+    if "all" in names:           # MDDS: 'all' anywhere in the list means the 15
+        return list(CORRUPTIONS)
+    out: list[str] = []
+    for n in names:
+        group = CORRUPTION_GROUPS.get(n, [n])
+        bad = [c for c in group if c not in CORRUPTIONS + EXTRA_CORRUPTIONS]
+        if bad:
+            known = ", ".join(CORRUPTIONS + EXTRA_CORRUPTIONS)
+            raise MsrsError(f"unknown CIFAR-10-C corruption {bad[0]!r}; use all, a group "
+                            f"({', '.join(CORRUPTION_GROUPS)}) or names from: {known}")
+        out += [c for c in group if c not in out]
+    return out
+
+
+def resolve_severities(severity: Union[int, str, Sequence[int], None]) -> list[int]:
+    """1..5, a list of them, or None / 'all' for all five (each file read whole, as MDDS)."""
+    if severity is None or (isinstance(severity, str) and severity.strip().lower() == "all"):
+        return list(SEVERITIES)
+    if isinstance(severity, str):
+        try:
+            severity = [int(s) for s in severity.split(",") if s.strip()]
+        except ValueError:
+            raise MsrsError(f"CIFAR-10-C severity must be 1..5, a comma list of them, or 'all'; "
+                            f"got {severity!r}") from None
+    sev = [int(severity)] if isinstance(severity, (int, np.integer)) else [int(s) for s in severity]
+    if not sev or any(s not in SEVERITIES for s in sev):
+        raise MsrsError(f"CIFAR-10-C severity must be in 1..5 (or a list of them, or 'all'); got {severity!r}")
+    return sev
 
 
 def _cifar_info(name: str) -> Callable[[], DatasetInfo]:
@@ -140,28 +179,22 @@ def _npy_transform(name: str, resize: Optional[int], transform: Optional[Callabl
 @register_dataset("cifar10c", _cifar_info("cifar10c"))
 def cifar10c(split: str = "test", data_path: str = "datasets",
              corruption: Union[str, Sequence[str], None] = None,
-             severity: Union[int, Sequence[int], None] = None,
+             severity: Union[int, str, Sequence[int], None] = None,
              resize: Optional[int] = None, transform: Optional[Callable] = None, **opts) -> NpyImages:
     """CIFAR-10-C from `data_path/CIFAR-10-C/{corruption}.npy` (uint8 [50000,32,32,3]) + `labels.npy`.
 
     Each file holds the 10000 test images at severities 1..5, in that order: severity s is rows
     (s-1)*10000 : s*10000 (in general N/5 rows per severity).
-    corruption: a name, a list of names, or None for all 19 of CORRUPTIONS (files laid end to end,
-    in the order given; `ds.segment_of(i)` names an item's corruption).
-    severity: 1..5, a list of them, or None for all five, i.e. whole files (what MDDS reads).
+    corruption: a name, a group (noise, blur, weather, digital), a list or comma list of them, or None /
+    'all' for the 15 of CORRUPTIONS (files laid end to end, in the order given; `ds.segment_of(i)` names
+    an item's corruption). The 4 extras (EXTRA_CORRUPTIONS) are read by name only.
+    severity: 1..5, a list of them, or None / 'all' for all five, i.e. whole files (what MDDS reads).
     """
     split = check_split("cifar10c", split, ("test",))
     check_opts("cifar10c", opts)
     tf = _npy_transform("cifar10c", resize, transform)
-    corruptions = list(CORRUPTIONS) if corruption is None else (
-        [corruption] if isinstance(corruption, str) else list(corruption))
-    bad = [c for c in corruptions if c not in CORRUPTIONS]
-    if bad or not corruptions:
-        raise MsrsError(f"unknown CIFAR-10-C corruption(s) {bad or corruptions}; valid: {', '.join(CORRUPTIONS)}")
-    severities = list(SEVERITIES) if severity is None else (
-        [severity] if isinstance(severity, (int, np.integer)) else list(severity))
-    if not severities or any(s not in SEVERITIES for s in severities):
-        raise MsrsError(f"CIFAR-10-C severity must be in 1..5 (or a list of them, or None for all); got {severity!r}")
+    corruptions = resolve_corruptions(corruption)
+    severities = resolve_severities(severity)
 
     how = f"download {CIFAR10C_URL} and extract it into {data_path}/ (we never download)"
     folder = os.path.join(data_path, "CIFAR-10-C")

@@ -1,7 +1,10 @@
 """`digits`: scikit-learn's bundled 8×8 handwritten digits (1797 images, no files), the embedded default.
 
-Pixels in [0,16] are scaled to [0,1], upsampled to 16×16 (bilinear, antialias) and repeated to 3
-channels so that the RGB pipeline (denoiser, classifier) runs unchanged. The split is fixed:
+Pixels in [0,16] are scaled to [0,1], upsampled to 16×16 by nearest neighbour (each source pixel
+becomes a 2×2 block) and repeated to 3 channels so that the RGB pipeline (denoiser, classifier) runs
+unchanged. Every source pixel is thus seen by 12 input values, so Gaussian noise of σ per value is
+σ/√12 on the 8×8 digit for an ideal denoiser (bilinear upsampling would attenuate the digit's high
+frequencies and leave them as noisy as σ ≈ 1.04·σ). The split is fixed:
 stratified `train_test_split(test_size=0.2, random_state=0)` → 1437 train / 360 test.
 """
 from __future__ import annotations
@@ -26,8 +29,8 @@ def _digits_tensors() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
     d = load_digits()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)            # [N,1,8,8]
-    x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False, antialias=True)
-    x = x.clamp_(0.0, 1.0).repeat(1, 3, 1, 1).contiguous()
+    x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="nearest-exact")
+    x = x.repeat(1, 3, 1, 1).contiguous()
     y = torch.from_numpy(d.target.astype(np.int64))
     idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=d.target)
     return {s: (x[torch.from_numpy(i)], y[torch.from_numpy(i)]) for s, i in

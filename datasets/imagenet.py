@@ -1,9 +1,11 @@
 """ImageNet-1k (val in class folders) and its 200-class shifted sets ImageNet-A and ImageNet-R.
 
-Labels are always indices in the ImageNet-1k order (the 1000 wnids sorted), read from the shipped
+Labels are indices in the ImageNet-1k order (the 1000 wnids sorted), read from the shipped
 `imagenet_classes.json`, never from the folders found on disk: a partial copy (or the 200 folders
 of ImageNet-A/R) keeps the labels a 1000-way classifier predicts. For ImageNet-A/R,
-`dataset_info(name).class_subset` lists the 200 indices to which the logits are masked.
+`dataset_info(name).class_subset` lists the 200 indices to which the logits are masked; with
+``labels='subset'`` their labels are instead 0..199 (the position among the 200 sorted wnids), which is
+what MDDS writes (its logits, counts and prior are over the 200 classes).
 """
 from __future__ import annotations
 
@@ -52,26 +54,59 @@ def _is_image(path: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
+class TensorResizeNoAA:
+    """torchvision 0.13.1's ``Resize(size, BICUBIC)`` on a float tensor (MDDS's pinned version): the shorter
+    side becomes `size`, the longer ``int(size * long / short)``; ``F.interpolate(mode='bicubic',
+    align_corners=False)`` without antialias and without clamping (bicubic overshoots [0, 1]: kept, as
+    MDDS). Today's torchvision antialiases tensors by default, which moves pixels by up to ~0.4."""
+
+    def __init__(self, size: int = 224, interpolation: str = "bicubic"):
+        self.size, self.interpolation = int(size), interpolation
+
+    def __call__(self, x):
+        import torch.nn.functional as F
+        h, w = x.shape[-2:]
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = self.size, int(self.size * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if (new_h, new_w) == (h, w):
+            return x
+        return F.interpolate(x[None], size=(new_h, new_w), mode=self.interpolation, align_corners=False,
+                             antialias=False)[0]
+
+    def __repr__(self) -> str:
+        return f"TensorResizeNoAA(size={self.size}, interpolation={self.interpolation})"
+
+
+IMAGENET_TRANSFORMS = ("resize256", "mdds", "densepure")
+
+
 def imagenet_transform(transform: Union[str, Callable, None]) -> Callable:
-    """'default' (Cohen, DDS, FT-CADIS): Resize(256) + CenterCrop(224) + ToTensor, bilinear on the PIL image.
-    'mdds': ToTensor + Resize(224, bicubic, antialias) + CenterCrop(224) on the tensor, clamped to [0,1]
-    (ALGORITHMS.md §3a; pitfall 6). A callable (PIL image → [C,H,W] in [0,1]) is used as given."""
+    """The papers' ImageNet (and ImageNet-A/R) preprocessing, PIL image → [C,H,W] pixels:
+
+    'resize256' (= 'default'; Cohen, DDS, FT-CADIS): PIL Resize(256) bilinear + CenterCrop(224) + ToTensor.
+    'mdds': ToTensor + `TensorResizeNoAA` (224, bicubic, no antialias, no clamp) + CenterCrop(224), what
+        MDDS's ``get_dataset`` does under torchvision 0.13.1 (ALGORITHMS §3a); values may leave [0, 1].
+    'densepure': PIL Resize(256) bicubic + CenterCrop(256) + ToTensor (DensePure datasets.py), fed at 256.
+    A callable (PIL image → [C,H,W] in [0,1]) is used as given."""
     from torchvision import transforms as T
 
-    from .transforms import Clamp01
-
-    if transform is None or transform == "default":
+    if transform is None or transform in ("default", "resize256"):
         return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
     if transform == "mdds":
-        return T.Compose([T.ToTensor(), T.Resize(224, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-                          T.CenterCrop(224), Clamp01()])
+        return T.Compose([T.ToTensor(), TensorResizeNoAA(224), T.CenterCrop(224)])
+    if transform == "densepure":
+        return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(256), T.ToTensor()])
     if callable(transform):
         return transform
-    raise MsrsError(f"ImageNet transform must be 'default', 'mdds' or a callable; got {transform!r}")
+    raise MsrsError(f"ImageNet transform must be one of {', '.join(IMAGENET_TRANSFORMS)} or a callable; "
+                    f"got {transform!r}")
 
 
-def _wnid_folder(name: str, candidates: list[str], allowed: tuple[str, ...], transform, how: str) -> Dataset:
-    """ImageFolder over <wnid>/ subfolders with targets = ImageNet-1k indices of the wnids."""
+def _wnid_folder(name: str, candidates: list[str], allowed: tuple[str, ...], transform, how: str,
+                 labels: str = "imagenet") -> Dataset:
+    """ImageFolder over <wnid>/ subfolders; targets = ImageNet-1k indices of the wnids (``labels='imagenet'``)
+    or positions in the sorted `allowed` list (``labels='subset'``: ImageNet-A/R's 0..199, as MDDS writes)."""
     from torchvision.datasets import ImageFolder
 
     tf = imagenet_transform(transform)
@@ -86,8 +121,12 @@ def _wnid_folder(name: str, candidates: list[str], allowed: tuple[str, ...], tra
     ds = ImageFolder(root, transform=tf, is_valid_file=_is_image, allow_empty=True)
     if len(ds) == 0:
         raise MsrsError(f"{name}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/<wnid>/")
-    # relabel: folder position → ImageNet-1k index (ImageFolder numbers only the folders it found)
-    index = {w: i for i, w in enumerate(_class_lists()["imagenet"])}
+    # relabel: folder position → ImageNet-1k index or subset position (ImageFolder numbers only the
+    # folders it found, so a partial copy would shift its labels)
+    if labels not in ("imagenet", "subset"):
+        raise MsrsError(f"{name}: labels must be 'imagenet' (1k indices) or 'subset' (0..{len(allowed) - 1}); "
+                        f"got {labels!r}")
+    index = {w: i for i, w in enumerate(_class_lists()["imagenet"] if labels == "imagenet" else allowed)}
     ds.class_to_idx = {w: index[w] for w in ds.classes}
     ds.samples = [(p, index[ds.classes[t]]) for p, t in ds.samples]
     ds.imgs = ds.samples
@@ -100,7 +139,7 @@ def imagenet(split: str, data_path: str = "datasets", transform: Union[str, Call
              **opts) -> Dataset:
     """ImageNet-1k from `data_path/imagenet/{val,train}/<wnid>/*.JPEG` (also MDDS's `ImageNet/val/`).
 
-    split 'test' (or 'val') reads val/, 'train' reads train/. transform: 'default' | 'mdds' | callable.
+    split 'test' (or 'val') reads val/, 'train' reads train/. transform: see `imagenet_transform`.
     """
     split = check_split("imagenet", split, ("train", "test"))
     check_opts("imagenet", opts)
@@ -111,14 +150,15 @@ def imagenet(split: str, data_path: str = "datasets", transform: Union[str, Call
 
 def _shifted(name: str):
     def build(split: str = "test", data_path: str = "datasets",
-              transform: Union[str, Callable, None] = "default", **opts) -> Dataset:
+              transform: Union[str, Callable, None] = "default", labels: str = "imagenet", **opts) -> Dataset:
         split = check_split(name, split, ("test",))
         check_opts(name, opts)
         return _wnid_folder(name, [os.path.join(data_path, name)], _class_lists()[name], transform,
-                            _how(name, data_path))
+                            _how(name, data_path), labels)
     build.__name__ = name.replace("-", "_")
-    build.__doc__ = (f"{name} from `data_path/{name}/<wnid>/*` (200 class folders); labels are ImageNet-1k "
-                     f"indices, `dataset_info('{name}').class_subset` the 200 of them. transform as for imagenet.")
+    build.__doc__ = (f"{name} from `data_path/{name}/<wnid>/*` (200 class folders). labels: 'imagenet' "
+                     f"(ImageNet-1k indices; `dataset_info('{name}').class_subset` lists the 200) or 'subset' "
+                     f"(0..199 in sorted-wnid order, MDDS's). transform as for imagenet.")
     return build
 
 

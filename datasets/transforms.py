@@ -11,8 +11,10 @@ from core.errors import MsrsError
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
-    """[C,H,W] pixels → [C,size,size] (bicubic, antialias, as MDDS's tensor `Resize(size, 3)` on square
-    images), clamped back to [0,1] because bicubic overshoots."""
+    """[C,H,W] pixels → [C,size,size] (bicubic, antialias), clamped back to [0,1] because bicubic overshoots.
+
+    A convenience of the CIFAR datasets' ``resize=`` option; no reference resizes CIFAR images in the dataset
+    (MDDS's ``Resize(32)`` of a 32×32 image is the identity; ImageNet's MDDS resize is `TensorResizeNoAA`)."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x[None], size=(size, size), mode="bicubic", align_corners=False,
@@ -37,16 +39,6 @@ class ToPixels:
 
     def __repr__(self) -> str:
         return f"ToPixels(resize={self.resize})"
-
-
-class Clamp01:
-    """Clamp pixels to [0,1] (after a bicubic resize, which overshoots)."""
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clamp(0.0, 1.0)
-
-    def __repr__(self) -> str:
-        return "Clamp01()"
 
 
 class PILThen:

@@ -2,7 +2,8 @@
 
 Checkpoints are pickles: they load with ``weights_only=True`` and a small allow-list of harmless
 types (DeepSpeed files carry an ``argparse.Namespace``). ``trust=True`` (``--trust_checkpoint``)
-falls back to full unpickling, with a warning naming the file.
+falls back to full unpickling, with a warning naming the file. ``.safetensors`` files (HF and timm
+releases) are read with the safetensors library: tensors only, nothing to unpickle.
 """
 from __future__ import annotations
 
@@ -45,7 +46,14 @@ def load_checkpoint(path: str, trust: bool = False, map_location: str | torch.de
     """Load a checkpoint file safely; raise MsrsError (one line) if missing, corrupt or unsafe."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise MsrsError(f"checkpoint not found: {path} (give the path of an existing .pt/.pth file)")
+        raise MsrsError(f"checkpoint not found: {path} (give the path of an existing .pt/.pth/.safetensors file)")
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise MsrsError(f"corrupt or truncated safetensors file {path}: {str(e)[:160]}") from None
     _check_container(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):

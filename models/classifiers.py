@@ -36,6 +36,7 @@ from core.errors import MsrsError
 from models.checkpoint import load_checkpoint, load_state_dict_strict, resolve_zoo, save_checkpoint, strip_prefixes
 
 DEEPSPEED_FILE = "mp_rank_00_model_states.pt"
+FTCADIS_IMAGENET_ARCH = "vit_base_patch16_clip_384.laion2b_ft_in12k_in1k"   # FT-CADIS architecture.py
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)   # Cohen's NormalizeLayer
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -47,32 +48,36 @@ HALF = (0.5, 0.5, 0.5)                                                          
 class Preprocess(nn.Module):
     """Pixel [0,1] → network input: resize to `size` (when the input differs), then (x − mean) / std.
 
-    The resize is ``F.interpolate(mode=interpolation, align_corners=False, antialias=False)``: what
-    MDDS's ``ResizeLayer`` (torchvision ``Resize(224, BICUBIC)`` on tensors) does; no clamping.
-    Resizing and normalizing commute (interpolation weights sum to 1), so MDDS's normalize-then-resize
-    order gives the same numbers. mean/std are non-persistent buffers: no state-dict keys.
+    The resize is ``F.interpolate(mode=interpolation, align_corners=False, antialias=antialias)``, no
+    clamping. ``antialias=False`` (the default) is MDDS's ``ResizeLayer`` (torchvision 0.13.1 ``Resize(224,
+    BICUBIC)`` on tensors) and DensePure's; DDS and FT-CADIS interpolate with ``antialias=True``, which
+    changes upsampling too (PyTorch's antialiased bicubic is PIL's kernel, a = −0.5, the plain one −0.75).
+    `configure_preprocess` sets it from the protocol. Resizing and normalizing commute (interpolation
+    weights sum to 1), so MDDS's normalize-then-resize order gives the same numbers. mean/std are
+    non-persistent buffers: no state-dict keys.
     """
 
     def __init__(self, size: int | tuple[int, int] | None, mean: Sequence[float], std: Sequence[float],
-                 interpolation: str = "bicubic"):
+                 interpolation: str = "bicubic", antialias: bool = False):
         super().__init__()
         if size is not None:
             size = (int(size),) * 2 if isinstance(size, int) else tuple(int(s) for s in size)
             size = size * 2 if len(size) == 1 else size          # torchvision's crop_size is [S]
         self.size = size
-        self.interpolation = interpolation
+        self.interpolation, self.antialias = interpolation, bool(antialias)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             align = False if self.interpolation in ("bilinear", "bicubic") else None
-            x = F.interpolate(x, size=self.size, mode=self.interpolation, align_corners=align, antialias=False)
+            aa = self.antialias and self.interpolation in ("bilinear", "bicubic")
+            x = F.interpolate(x, size=self.size, mode=self.interpolation, align_corners=align, antialias=aa)
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, interpolation={self.interpolation}, mean={self.mean.flatten().tolist()}, " \
-               f"std={self.std.flatten().tolist()}"
+        return f"size={self.size}, interpolation={self.interpolation}, antialias={self.antialias}, " \
+               f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
 class PixelClassifier(nn.Sequential):
@@ -91,10 +96,10 @@ class PixelClassifier(nn.Sequential):
 
 
 class LogitMask(nn.Module):
-    """Keep the logits of `class_subset` (e.g. ImageNet-A/R's 200 ImageNet-1k classes); others → −inf.
-
-    The certify driver wraps the model with this when ``dataset_info(name).class_subset`` is set, so the
-    argmax (and hence the smoothed prediction) ranges over the subset only, as in MDDS.
+    """The logits of `class_subset` only, in its order (e.g. ImageNet-A/R's 200 ImageNet-1k classes → 200
+    logits): MDDS's ``LogitMaskingLayer`` (``outputs[:, mask]``). The certify driver wraps the model with this
+    when ``dataset_info(name).class_subset`` is set, reads those datasets with labels 0..199, and smooths
+    over the 200 classes (counts, prior and argmax), as MDDS.
     """
 
     def __init__(self, model: nn.Module, class_subset: Sequence[int]):
@@ -108,9 +113,23 @@ class LogitMask(nn.Module):
         logits = self.model(x)
         if int(self.class_subset.max()) >= logits.shape[-1]:
             raise MsrsError(f"LogitMask: class index {int(self.class_subset.max())} >= {logits.shape[-1]} logits")
-        out = torch.full_like(logits, float("-inf"))
-        out[:, self.class_subset] = logits[:, self.class_subset]
-        return out
+        return logits[:, self.class_subset]
+
+
+def configure_preprocess(model: nn.Module, antialias: bool | None = None, normalization: str | None = None) -> None:
+    """Set the protocol's choices on the classifier's own preprocessing (in place): the resize's antialias and,
+    with ``normalization='half'``, mean = std = 0.5 (FT-CADIS feeds [-1, 1] whatever the model's own
+    statistics). None leaves a choice as it is; a model without a `Preprocess` is left alone."""
+    pre = next((m for m in model.modules() if isinstance(m, Preprocess)), None)
+    if pre is None:
+        return
+    if antialias is not None:
+        pre.antialias = bool(antialias)
+    if normalization == "half":
+        pre.mean.fill_(0.5)
+        pre.std.fill_(0.5)
+    elif normalization not in (None, "model"):
+        raise MsrsError(f"unknown normalization {normalization!r} (model or half)")
 
 
 # ---- registry ---------------------------------------------------------------------------------
@@ -219,20 +238,20 @@ def _clip_vit(num_classes: int, img_size: int, embed_dim: int, depth: int, num_h
 
 @register_model
 def CLIP_B16(num_classes: int = 1000, img_size: int = 224, drop_path_rate: float = 0.0,
-             freeze_conv1: bool = True) -> PixelClassifier:
+             freeze_conv1: bool = True, init_scale: float = 0.001) -> PixelClassifier:
     """FT-CLIP ViT-B/16 (768 wide, 12 layers, 12 heads) at 224, bicubic resize, mean/std 0.5.
 
     MDDS normalizes with ``IMAGENET_INCEPTION_MEAN/STD`` = 0.5/0.5 (not CLIP's own statistics), i.e. it
     feeds 2x − 1; their checkpoints were trained that way, so 0.5/0.5 is what reproduces them.
     """
-    return _clip_vit(num_classes, img_size, 768, 12, 12, drop_path_rate, freeze_conv1)
+    return _clip_vit(num_classes, img_size, 768, 12, 12, drop_path_rate, freeze_conv1, init_scale)
 
 
 @register_model
 def CLIP_B16_tiny(num_classes: int = 10, img_size: int = 32, drop_path_rate: float = 0.0,
-                  freeze_conv1: bool = True) -> PixelClassifier:
+                  freeze_conv1: bool = True, init_scale: float = 0.001) -> PixelClassifier:
     """CLIP_B16's key pattern at toy size (32 wide, 2 layers, 2 heads, 32x32): for tests."""
-    return _clip_vit(num_classes, img_size, 32, 2, 2, drop_path_rate, freeze_conv1)
+    return _clip_vit(num_classes, img_size, 32, 2, 2, drop_path_rate, freeze_conv1, init_scale)
 
 
 # MDDS / FT-CLIP key → timm key. Per block i: transformer.resblocks.{i}.<a> → blocks.{i}.<b>.
@@ -343,6 +362,22 @@ def init_from_openai_clip(model: nn.Module, sd: Mapping[str, torch.Tensor], path
                         f"mismatch at '{bad[0]}' - is this a ViT-B/16 CLIP?")
     load_state_dict_strict(net, new, path, allow_missing=CLIP_HEAD_KEYS)
     return model
+
+
+@register_model
+def hf_vit_base_patch16_224(num_classes: int = 10, drop_path_rate: float = 0.0) -> PixelClassifier:
+    """HF ``ViTForImageClassification`` at ViTConfig() defaults (google/vit-base-patch16-224-in21k: the DDS /
+    FT-CADIS CIFAR-10 classifier ``aaraki/vit-base-patch16-224-in21k-finetuned-cifar10``) as a timm ViT
+    (models.foreign); mean = std = 0.5 (the ViT processor's), bicubic resize to 224 as DDS.
+
+    ``drop_path_rate`` is what FT-CADIS's ``--drop_path`` does to this model (classifier.py
+    ViT_base_patch16_224): the *attention-probability* dropout of layer i set to linspace(0, rate, 12)[i], not
+    stochastic depth."""
+    from models.foreign import HF_VIT_BASE_CONFIG, HF_VIT_MEAN, HF_VIT_STD, create_hf_vit
+    net = create_hf_vit(HF_VIT_BASE_CONFIG, num_classes)
+    for p, blk in zip(torch.linspace(0, drop_path_rate, len(net.blocks)).tolist(), net.blocks):
+        blk.attn.attn_drop.p = p
+    return PixelClassifier(Preprocess(224, HF_VIT_MEAN, HF_VIT_STD, "bicubic"), net)
 
 
 # ---- Cohen / Salman CIFAR ResNet (locuslab/smoothing archs/cifar_resnet.py) ----------------------
@@ -506,11 +541,15 @@ def _create_tv(name: str, num_classes: int = 1000, **kwargs: Any) -> PixelClassi
 # ---- loading and saving -----------------------------------------------------------------------
 
 def resolve_classifier_path(spec: str) -> str:
-    """``zoo:NAME`` → models/zoo/NAME.pt (``resolve_zoo``); a directory → its mp_rank_00_model_states.pt;
-    else `spec`."""
+    """``zoo:NAME`` → models/zoo/NAME.pt (``resolve_zoo``); an HF model directory → its weights file
+    (model.safetensors or pytorch_model.bin); a directory → its mp_rank_00_model_states.pt; else `spec`."""
+    from models.foreign import hub_files
     spec = os.fspath(spec)
     if spec.startswith("zoo:"):
         return resolve_zoo(spec)
+    hub = hub_files(spec) if os.path.isdir(spec) else None
+    if hub is not None:
+        return hub[1]
     if os.path.isdir(spec):
         path = os.path.join(spec, DEEPSPEED_FILE)
         if not os.path.isfile(path):
@@ -547,17 +586,23 @@ def _build(arch: str, num_classes: int | None, sd: Mapping[str, torch.Tensor], p
 
 
 def _load_weights(model: PixelClassifier, sd: Mapping[str, torch.Tensor], path: str) -> None:
-    """Strictly load a foreign state dict, remapping by layout: MDDS CLIP → net; ``1.*`` (Cohen / ours)
-    → whole model; anything else (timm / torchvision) → net."""
+    """Strictly load a foreign state dict, remapping by layout: MDDS CLIP → net; HF ViT → net
+    (models.foreign); ``1.*`` (Cohen / ours) → whole model; anything else (timm / torchvision) → net, through
+    the timm model's own checkpoint_filter_fn when its keys are not the model's (original-repo files)."""
+    from models.foreign import is_hf_vit_state_dict, remap_hf_vit_state_dict, timm_filtered_state_dict
     sd = strip_prefixes(sd)
     if any(k.startswith("visual.") for k in sd):
         raise MsrsError(f"{path}: an OpenAI CLIP state dict has no classification head; use it only as an "
                         "initialization (init_from_openai_clip / train_clip.py), not as a classifier")
     if is_mdds_clip_layout(sd):
         load_state_dict_strict(model.net, remap_mdds_clip_state_dict(sd, path), path)
+    elif is_hf_vit_state_dict(sd):
+        load_state_dict_strict(model.net, remap_hf_vit_state_dict(sd, path), path)
     elif all(k.startswith("1.") for k in sd):
         load_state_dict_strict(model, remap_cohen_state_dict(sd, path), path)
     else:
+        if type(model.net).__module__.startswith("timm.") and set(sd) != set(model.net.state_dict()):
+            sd = timm_filtered_state_dict(model.net, sd, path)
         load_state_dict_strict(model.net, sd, path)
 
 
@@ -580,15 +625,30 @@ def load_classifier(spec: str, arch: str | None = None, num_classes: int | None 
     (``model_ema`` when `ema`, ALGORITHMS pitfall 12; the other with a warning when absent; arch from
     `arch`, else the file's ``args.model``, else CLIP_B16; MDDS layout remapped); Cohen/Salman
     ``{'arch', 'state_dict'}`` (their arch; a timm training checkpoint with the same keys works too);
-    a bare state dict (needs `arch`). `num_classes` is checked against the file when it tells its own.
+    HF ViTForImageClassification directories (config.json + model.safetensors / pytorch_model.bin), timm
+    hub folders (their config.json names the timm architecture) and
+    FT-CADIS fine-tunes (models.foreign; fed [-1, 1] as FT-CADIS does); a bare state dict (needs `arch`;
+    timm, torchvision or HF ViT keys; ``.safetensors`` files too). `num_classes` is checked against the file when it tells its own.
     Loads are strict: a mismatch is an MsrsError naming the file and the first bad key.
     """
+    from models import foreign
     path = resolve_classifier_path(spec)
+    if foreign.hf_vit_files(path) is not None:                            # HF ViTForImageClassification
+        net, pre = foreign.load_hf_vit(path, num_classes)
+        return PixelClassifier(Preprocess(pre["size"], pre["mean"], pre["std"], "bicubic"), net).eval()
+    arch = arch or foreign.timm_hub_arch(path)                            # a timm hub folder names its model
     obj = load_checkpoint(path, trust=trust)
     if not isinstance(obj, Mapping):
         raise MsrsError(f"{path}: not a classifier checkpoint (a {type(obj).__name__}, expected a dict)")
 
-    if "kind" in obj:                                                     # ours
+    if foreign.is_ftcadis_checkpoint(obj):                                # FT-CADIS train.py
+        kind, sd = foreign.remap_ftcadis_state_dict(obj, path)
+        use = arch or ("hf_vit_base_patch16_224" if kind == "hf" else f"timm:{FTCADIS_IMAGENET_ARCH}")
+        model = _build(use, num_classes, sd, path)
+        configure_preprocess(model, normalization="half")   # FT-CADIS trains and certifies on [-1, 1] inputs
+        load_state_dict_strict(model.net, sd, path)
+
+    elif "kind" in obj:                                                   # ours
         if obj["kind"] != "classifier":
             raise MsrsError(f"{path}: a {obj['kind']!r} checkpoint, not a classifier")
         args = dict(obj.get("args") or {})

@@ -90,11 +90,15 @@ class GaussianDiffusion:
         t = torch.from_numpy(self.timestep_map).to(t.device)[t]
         return t.float() * (1000.0 / self.original_num_steps) if self.rescale_timesteps else t
 
-    def respaced(self, use_timesteps: Sequence[int]) -> "GaussianDiffusion":
-        """A new diffusion on a subset of timesteps, betas re-derived from ᾱ there (SpacedDiffusion)."""
+    def respaced(self, use_timesteps: Sequence[int], betas: np.ndarray | None = None) -> "GaussianDiffusion":
+        """A new diffusion on a subset of timesteps, betas re-derived from ᾱ there (SpacedDiffusion), or the
+        given ``betas`` (one per kept timestep, ascending; DensePure's ``core.denoise.densepure_betas``)."""
         keep = sorted(set(int(t) for t in use_timesteps))
-        ac = self.alphas_cumprod[keep]
-        betas = 1.0 - ac / np.append(1.0, ac[:-1])
+        if betas is None:
+            ac = self.alphas_cumprod[keep]
+            betas = 1.0 - ac / np.append(1.0, ac[:-1])
+        elif len(betas) != len(keep):
+            raise ValueError(f"respaced: {len(betas)} betas for {len(keep)} timesteps")
         return GaussianDiffusion(betas, self.model_mean_type, self.model_var_type, self.rescale_timesteps,
                                  self.timestep_map[keep], self.original_num_steps)
 

@@ -21,7 +21,7 @@ labels=()
 for sigma in "${sigmas[@]}"; do
   ckpt="$(with_sigma "$RESNET110_CIFAR10" "$sigma")"
   tsv="$out/noise_${sigma}/sigma_${sigma}_N${N}.tsv"
-  certify cifar10 "$ckpt" "$tsv" --sigmas "$sigma" --denoiser none \
+  certify cifar10 "$ckpt" "$tsv" --sigmas "$sigma" --denoiser none --protocol cohen \
     --N0 100 --N "$N" --alpha 0.001 --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" --resume
   tsvs+=("$tsv")
   labels+=("sigma_${sigma}")

@@ -16,8 +16,8 @@ noise_defaults 10000 50 100
 out="$OUT_DIR/certify/imagenet/dds_beit"
 
 tsvs=()
-certify_each_sigma imagenet "$BEIT_IMAGENET" "$out" --arch timm:beit_large_patch16_512 \
+certify_each_sigma imagenet "$BEIT_IMAGENET" "$out" --arch timm:beit_large_patch16_512 --protocol dds \
     --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" \
-    --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET" --imagenet_transform resize256 --resume
+    --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET" --resume
 
 table "${tsvs[@]}" --radii 0 0.5 1.0 1.5 2.0 3.0

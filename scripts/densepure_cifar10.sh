@@ -20,7 +20,7 @@ REVERSE_SEEDS="${REVERSE_SEEDS:-10}"
 out="$OUT_DIR/certify/cifar10/densepure/steps${NUM_T_STEPS}_seeds${REVERSE_SEEDS}"
 
 tsvs=()
-certify_each_sigma cifar10 "$VIT_CIFAR10" "$out" --arch timm:vit_base_patch16_224 \
+certify_each_sigma cifar10 "$VIT_CIFAR10" "$out" --protocol densepure \
     --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" \
     --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" \
     --num_t_steps "$NUM_T_STEPS" --reverse_seeds "$REVERSE_SEEDS" --seed 0 --resume

@@ -18,9 +18,9 @@ REVERSE_SEEDS="${REVERSE_SEEDS:-10}"
 out="$OUT_DIR/certify/imagenet/densepure/steps${NUM_T_STEPS}_seeds${REVERSE_SEEDS}"
 
 tsvs=()
-certify_each_sigma imagenet "$BEIT_IMAGENET" "$out" --arch timm:beit_large_patch16_512 \
+certify_each_sigma imagenet "$BEIT_IMAGENET" "$out" --arch timm:beit_large_patch16_512 --protocol densepure \
     --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" \
-    --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET" --imagenet_transform resize256 \
+    --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET" \
     --num_t_steps "$NUM_T_STEPS" --reverse_seeds "$REVERSE_SEEDS" --seed 0 --resume
 
 table "${tsvs[@]}" --radii 0 0.5 1.0 1.5 2.0 3.0

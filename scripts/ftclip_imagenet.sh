@@ -18,7 +18,7 @@ dist train_clip.py --model CLIP_B16 --data imagenet --data_path "$DATA_PATH" --f
   --batch_size 256 --update_freq "$(accum_for 8)" --lr 6e-4 --min_lr 1e-6 --warmup_epochs 10 --epochs 50 \
   --layer_decay 0.6 --weight_decay 0.05 --drop_path 0 --smoothing 0.1 --aa rand-m9-mstd0.5-inc1 --reprob 0.25 \
   --model_ema --model_ema_decay 0.9998 --deepspeed --num_workers 8 --seed 0 \
-  --output_dir "$out" --auto_resume
+  --protocol mdds --eval_all --output_dir "$out" --auto_resume
 
-dist train_clip.py --eval --model CLIP_B16 --data imagenet --data_path "$DATA_PATH" \
+dist train_clip.py --eval --protocol mdds --model CLIP_B16 --data imagenet --data_path "$DATA_PATH" \
   --finetune "$out/checkpoint-best/mp_rank_00_model_states.pt"

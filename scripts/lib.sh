@@ -24,8 +24,8 @@
 #   CLIP_IMAGENET   FT-CLIP ViT-B/16 on ImageNet                                   ($CKPT_DIR/clip_imagenet/checkpoint-best)
 #   DDPM_CIFAR10    improved-diffusion cifar10_uncond_50M_500K.pt   (OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt)
 #   DDPM_IMAGENET   guided-diffusion 256x256_diffusion_uncond.pt (OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt)
-#   VIT_CIFAR10     DDS/FT-CADIS CIFAR-10 classifier: HF aaraki/vit-base-patch16-224-in21k-finetuned-cifar10
-#                   converted to a timm state dict                                ($CKPT_DIR/vit_b16_cifar10.pt)
+#   VIT_CIFAR10     DDS/FT-CADIS CIFAR-10 classifier: the HF folder of aaraki/vit-base-patch16-224-in21k-finetuned-cifar10
+#                   (config.json + model.safetensors or pytorch_model.bin, read as is)  ($CKPT_DIR/vit_b16_cifar10)
 #   BEIT_IMAGENET   DDS ImageNet classifier, timm beit_large_patch16_512 weights  ($CKPT_DIR/beit_large_patch16_512.pt)
 #   VIT_IMAGENET    FT-CADIS ImageNet classifier, timm vit_base_patch16_clip_384.laion2b_ft_in12k_in1k
 #                                                                                   ($CKPT_DIR/vit_base_patch16_clip_384.pt)
@@ -57,7 +57,7 @@ CLIP_CIFAR10="${CLIP_CIFAR10:-$CKPT_DIR/clip_cifar10/checkpoint-best}"
 CLIP_IMAGENET="${CLIP_IMAGENET:-$CKPT_DIR/clip_imagenet/checkpoint-best}"
 DDPM_CIFAR10="${DDPM_CIFAR10:-OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt}"   # where --denoiser auto looks
 DDPM_IMAGENET="${DDPM_IMAGENET:-OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt}"
-VIT_CIFAR10="${VIT_CIFAR10:-$CKPT_DIR/vit_b16_cifar10.pt}"
+VIT_CIFAR10="${VIT_CIFAR10:-$CKPT_DIR/vit_b16_cifar10}"
 BEIT_IMAGENET="${BEIT_IMAGENET:-$CKPT_DIR/beit_large_patch16_512.pt}"
 VIT_IMAGENET="${VIT_IMAGENET:-$CKPT_DIR/vit_base_patch16_clip_384.pt}"
 _sigma_tag='{sigma}'

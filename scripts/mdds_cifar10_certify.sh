@@ -16,7 +16,7 @@ require CLIP_CIFAR10 DDPM_CIFAR10
 noise_defaults 10000 1 5000
 out="$OUT_DIR/certify/cifar10/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
-        --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --resume)
+        --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --protocol mdds --resume)
 
 tsvs=()
 labels=()

@@ -4,7 +4,8 @@
 #   3-1 predict_ddpm.py at sigma = 0.25, 0.50, 1.00 on each dataset, and
 #   3-2 predict_mdds.py over sigma = {0.25, 0.5, 1.0} (skip_p 0.5) on each dataset,
 # with the FT-CLIP ViT-B/16 on the improved-diffusion CIFAR-10 UNet, N = 200, batch 200.
-# CIFAR-10-C writes a directory of {corruption}.tsv plus an accuracy CSV (severity 5).
+# CIFAR-10-C writes a directory of {corruption}.tsv (the 15 corruptions, all 5 severities: each file read
+# whole, as MDDS) plus an accuracy CSV; every run writes MDDS's accuracy CSV beside its TSV.
 #
 # Usage: bash scripts/mdds_cifar10_predict.sh [--dry-run]
 # Env: CLIP_CIFAR10, DDPM_CIFAR10, DATA_PATH, OUT_DIR, N (200), SKIP (1), BATCH (200), GPUS; see scripts/lib.sh.
@@ -16,7 +17,7 @@ require CLIP_CIFAR10 DDPM_CIFAR10
 noise_defaults 200 1 200
 out="$OUT_DIR/predict/denoised/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
-        --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --resume)
+        --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --protocol mdds --resume)
 sigmas=(0.25 0.50 1.00)
 
 for dataset in cifar10 cifar10c cifar10.1; do

@@ -24,10 +24,10 @@ dist finetune_diffusion.py --mode mdds --dataset cifar10 --data_path "$DATA_PATH
   --denoiser "$DDPM_CIFAR10" --denoiser_config "$CONFIG_CIFAR10" --classifier "$CLIP_CIFAR10" --arch CLIP_B16 \
   --sigmas "${sigmas[@]}" --num_noises 4 --ac_weight 1 --diff_weight 1 \
   --epochs 10 --batch_size 16 --lr 1e-5 --optimizer AdamW --ema_decay 0.999 --seed 0 \
-  --output_dir "$ckpt" "${resume[@]}"
+  --protocol mdds --output_dir "$ckpt" "${resume[@]}"
 
 tsv="$OUT_DIR/certify/cifar10/ft_clip/mdds_ft/sigma_$(IFS=_; echo "${sigmas[*]}")_N${N}.tsv"
 certify cifar10 "$CLIP_CIFAR10" "$tsv" --sigmas "${sigmas[@]}" --N "$N" --skip "$SKIP" --batch "$BATCH" \
-  --arch CLIP_B16 --data_path "$DATA_PATH" --denoiser "$ckpt/denoiser.pt" --resume
+  --arch CLIP_B16 --data_path "$DATA_PATH" --denoiser "$ckpt/denoiser.pt" --protocol mdds --resume
 
 table "$tsv" --labels "MDDS_cascade_finetuned_diffusion" --radii 0 0.25 0.5 0.75 1.0 1.25 1.5 1.75 2.0

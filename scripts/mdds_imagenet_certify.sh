@@ -17,7 +17,7 @@ noise_defaults 10000 50 250
 out="$OUT_DIR/certify/imagenet/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
         --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET"
-        --imagenet_transform mdds --pad_to 256 --resume)
+        --protocol mdds --resume)
 
 tsvs=()
 labels=()

@@ -15,7 +15,7 @@ noise_defaults 200 1 100
 out="$OUT_DIR/predict/denoised/ft_clip"
 common=(--N "$N" --skip "$SKIP" --batch "$BATCH" --arch CLIP_B16 --data_path "$DATA_PATH"
         --denoiser "$DDPM_IMAGENET" --denoiser_config "$CONFIG_IMAGENET"
-        --imagenet_transform mdds --pad_to 256 --resume)
+        --protocol mdds --resume)
 sigmas=(0.25 0.50 1.00)
 
 for dataset in imagenet imagenet-a imagenet-r; do

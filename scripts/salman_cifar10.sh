@@ -33,16 +33,16 @@ for sigma in "${sigmas[@]}"; do
   started "$mse" && resume=(--resume)
   dist finetune_diffusion.py --mode dncnn --dataset cifar10 --data_path "$DATA_PATH" --arch cifar_dncnn \
     --objective mse --noise_sd "$sigma" --epochs 90 --batch 256 --lr 1e-3 --optimizer Adam \
-    --weight_decay 1e-4 --lr_step_size 30 --gamma 0.1 --seed 0 --outdir "$mse" "${resume[@]}"
+    --weight_decay 1e-4 --lr_step_size 30 --gamma 0.1 --seed 0 --protocol salman --outdir "$mse" "${resume[@]}"
   resume=()
   started "$stab" && resume=(--resume)
   dist finetune_diffusion.py --mode dncnn --dataset cifar10 --data_path "$DATA_PATH" --arch cifar_dncnn \
     --objective stab+mse --classifier "$classifier" --pretrained-denoiser "$mse/checkpoint.pth.tar" \
     --noise_sd "$sigma" --epochs "$STAB_EPOCHS" --batch 256 --lr "$STAB_LR" --optimizer Adam \
-    --weight_decay 1e-4 --lr_step_size 30 --gamma 0.1 --seed 0 --outdir "$stab" "${resume[@]}"
+    --weight_decay 1e-4 --lr_step_size 30 --gamma 0.1 --seed 0 --protocol salman --outdir "$stab" "${resume[@]}"
 
   for objective in mse stab_mse; do
-    certify cifar10 "$classifier" "$(result "$objective" "$sigma")" --sigmas "$sigma" \
+    certify cifar10 "$classifier" "$(result "$objective" "$sigma")" --sigmas "$sigma" --protocol salman \
       --denoiser "$(denoiser "$objective" "$sigma")/checkpoint.pth.tar" \
       --N0 100 --N "$N" --skip "$SKIP" --batch "$BATCH" --data_path "$DATA_PATH" --resume
   done

@@ -121,13 +121,13 @@ def test_timm_and_torchvision_generic():
 
 
 def test_logit_mask():
+    """MDDS LogitMaskingLayer: outputs[:, mask], the subset's logits in the mask's order."""
     base = torch.nn.Linear(4, 6)
     m = LogitMask(base, [1, 4])
     x = torch.randn(3, 4)
     out, raw = m(x), base(x)
-    assert torch.isinf(out[:, [0, 2, 3, 5]]).all() and (out[:, [0, 2, 3, 5]] < 0).all()
-    torch.testing.assert_close(out[:, [1, 4]], raw[:, [1, 4]])
-    assert set(out.argmax(1).tolist()) <= {1, 4}
+    assert out.shape == (3, 2)
+    torch.testing.assert_close(out, raw[:, [1, 4]])
     assert list(m.state_dict()) == ["model.weight", "model.bias"]     # the subset is not a checkpoint key
 
 

@@ -40,7 +40,7 @@ def test_certify_cascade_end_to_end(digits_classifier, tmp_path):
 def test_certify_single_sigma_and_predict(digits_classifier, tmp_path):
     out = tmp_path / "single.tsv"
     assert run_main("certify.py", "digits", digits_classifier, str(out), "--sigmas", "0.25", "--max", "40", "--skip",
-                    "8", *COMMON).returncode == 0
+                    "8", "--columns", "cohen", *COMMON).returncode == 0
     df = pd.read_csv(out, sep="\t")
     assert list(df.columns) == ["idx", "label", "predict", "radius", "correct", "time"]
     assert df["idx"].tolist() == [0, 8, 16, 24, 32]

@@ -327,38 +327,40 @@ def test_paper_form_selects_its_protocol_unless_told(name, named_vit):
 
 # ---- FT-CADIS's file: correct_num (running total) and True/False -------------------------------------
 
-def _cadis(tmp_path, **kw):
-    args = argparse.Namespace(**{"outfile": str(tmp_path / "o.tsv"), "resume": False, "shard": None, "split_n": False,
+def _args(tmp_path, **kw) -> argparse.Namespace:
+    return argparse.Namespace(**{"outfile": str(tmp_path / "o.tsv"), "resume": False, "shard": None, "split_n": False,
                                  **kw})
-    process = lambda idx, x, label: {"idx": idx, "label": label, "predict": x, "radius": 0.5,  # noqa: E731
-                                     "correct": int(x == label)}
-    return compat.ftcadis_rows(args, True, list(certify.SINGLE_COLUMNS), process)
+
+
+def _process(idx, x, label):
+    return {"idx": idx, "label": label, "predict": x, "radius": 0.5, "correct": int(x == label)}
 
 
 def test_cadis_rows_count_correct_and_continue_on_resume(tmp_path):
-    columns, row = _cadis(tmp_path)
+    columns = compat.ftcadis_columns(_args(tmp_path), True, list(certify.SINGLE_COLUMNS))
     assert columns == compat.CADIS_COLUMNS == ["idx", "label", "predict", "radius", "correct_num", "correct", "time"]
+    row = compat.running_correct(_args(tmp_path), _process)
     got = [row(i, p, y) for i, (p, y) in enumerate([(1, 1), (2, 3), (4, 4), (0, 0)])]
     assert [(r["correct"], r["correct_num"]) for r in got] == [(True, 1), (False, 1), (True, 2), (True, 3)]
     (tmp_path / "o.tsv").write_text("\t".join(columns) + "\n" + "0\t1\t1\t0.5\t1\tTrue\t0:00:01\n"
                                     "1\t3\t2\t0.5\t1\tFalse\t0:00:01\n2\t4\t4\t0.5\t2\tTrue\t0:00:01\n2\t4\t4\t0.5\t3\tTr")
-    _, row = _cadis(tmp_path, resume=True)                      # the partial last line is not a row
+    row = compat.running_correct(_args(tmp_path, resume=True), _process)     # a partial last line is no row
     assert row(3, 5, 5)["correct_num"] == 3 and row(4, 5, 6)["correct_num"] == 3
-    columns, _ = compat.ftcadis_rows(argparse.Namespace(outfile="x", resume=False, shard=None, split_n=False), True,
-                                     ["idx", "label", "predict", "radius", "correct", "n_used", "time"], None)
-    assert columns[-2:] == ["n_used", "time"]
+    adaptive = ["idx", "label", "predict", "radius", "correct", "n_used", "time"]
+    assert compat.ftcadis_columns(_args(tmp_path), True, adaptive)[-2:] == ["n_used", "time"]
 
 
 def test_cadis_rows_are_one_file_by_one_process(tmp_path, monkeypatch):
+    single = list(certify.SINGLE_COLUMNS)
     with pytest.raises(MsrsError, match="one process.*--columns cohen"):
-        _cadis(tmp_path, shard="0/2")
+        compat.ftcadis_columns(_args(tmp_path, shard="0/2"), True, single)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(MsrsError, match="one process"):
-        _cadis(tmp_path)
-    _cadis(tmp_path, split_n=True)                               # every row written by rank 0
+        compat.ftcadis_columns(_args(tmp_path), True, single)
+    compat.ftcadis_columns(_args(tmp_path, split_n=True), True, single)     # every row written by rank 0
     monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(MsrsError, match="one-sigma"):
-        compat.ftcadis_rows(argparse.Namespace(), False, [], None)
+        compat.ftcadis_columns(_args(tmp_path), False, list(certify.CASCADE_COLUMNS))
 
 
 def test_cadis_rows_are_checked_as_theirs():

@@ -52,7 +52,7 @@ def test_registry_errors(tmp_path):
         get_dataset("digits", "test", resise=32)
     with pytest.raises(MsrsError, match="splits"):
         get_dataset("digits", "validation")
-    assert len(CORRUPTIONS) == 19 and len(set(CORRUPTIONS)) == 19
+    assert len(CORRUPTIONS) == 15 and len(set(CORRUPTIONS)) == 15  # the benchmark's (MDDS 'all')
 
 
 # ---- CIFAR-10 (torchvision pickles) ---------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_cifar10c(cifar10c_root):
     with pytest.raises(MsrsError, match="severity"):
         get_dataset("cifar10c", "test", str(cifar10c_root), corruption=c0, severity=6)
     with pytest.raises(MsrsError, match=re.escape(str(cifar10c_root / "CIFAR-10-C" / f"{CORRUPTIONS[2]}.npy"))):
-        get_dataset("cifar10c", "test", str(cifar10c_root))  # default: all 19; only 2 on disk
+        get_dataset("cifar10c", "test", str(cifar10c_root))  # default: all 15; only 2 on disk
     os.remove(cifar10c_root / "CIFAR-10-C" / "labels.npy")
     with pytest.raises(MsrsError, match=re.escape(str(cifar10c_root / "CIFAR-10-C" / "labels.npy"))):
         get_dataset("cifar10c", "test", str(cifar10c_root), corruption=c0)
@@ -190,9 +190,12 @@ def test_imagenet_val(tmp_path):
     (val / wn[999] / "notes.txt").write_text("not an image")
     ds = get_dataset("imagenet", "test", str(tmp_path))
     assert len(ds) == 2 and [ds[i][1] for i in range(2)] == [1, 999]  # ImageNet-1k indices, not folder order
-    for transform in ("default", "mdds"):
+    for transform in ("default", "resize256", "densepure"):
         x, _ = get_dataset("imagenet", "val", str(tmp_path), transform=transform)[1]
-        assert x.shape == (3, 224, 224) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+        size = 256 if transform == "densepure" else 224
+        assert x.shape == (3, size, size) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+    x, _ = get_dataset("imagenet", "val", str(tmp_path), transform="mdds")[1]   # unclamped bicubic (MDDS)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
     pickle.loads(pickle.dumps(ds))
     info = dataset_info("imagenet")
     assert (info.num_classes, info.image_size, info.class_subset) == (1000, 224, None)

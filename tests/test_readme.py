@@ -31,7 +31,7 @@ COMMANDS = readme_commands()
 def test_readme_opens_with_the_two_commands_ci_runs():
     first = re.search(r"```bash\n(.*?)```", README, re.S).group(1).strip().splitlines()
     assert len(first) == 2
-    assert first[0].startswith("bash environments.sh && .venv/bin/python certify.py digits zoo:digits_cnn")
+    assert first[0] == "bash environments.sh && bash scripts/digits_demo.sh"
     assert first[1] == "bash environments.sh && .venv/bin/python -m pytest"
     assert first[1] in open(os.path.join(ROOT, ".ci", "run")).read()
 

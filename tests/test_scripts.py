@@ -26,7 +26,7 @@ SCRIPTS = sorted(p for p in glob.glob(os.path.join(ROOT, "scripts", "*.sh")) if 
 ENTRY_MODULES = {  # printed script (or -m module) -> module with get_args_parser()
     "certify.py": "certify", "predict_ddpm.py": "predict_ddpm", "predict_mdds.py": "predict_mdds",
     "analyze.py": "analyze", "train_clip.py": "train_clip", "finetune_diffusion.py": "finetune_diffusion",
-    "core.shards": "core.shards",
+    "core.shards": "core.shards", "scripts/digits_showcase.py": "scripts.digits_showcase",
 }
 SMOOTHING = {"certify", "predict_ddpm", "predict_mdds"}
 SBATCH_TEMPLATES = {"scripts/slurm/certify_array.sbatch": "certify", "scripts/slurm/merge.sbatch": "core.shards"}
@@ -115,6 +115,8 @@ def check_parses(module: str, args: list[str], shown: str) -> argparse.Namespace
         pytest.fail(f"{module} rejects the arguments (exit {e.code}) of:\n  {shown}")
     try:
         if module in SMOOTHING:
+            from core.runs.protocols import resolve_protocol
+            resolve_protocol(ns, module, ns.dataset)        # as main() does before its checks
             cli.check_args(ns)
             if module == "predict_ddpm":
                 assert ns.sigma > 0, f"sigma must be > 0: {shown}"
@@ -148,7 +150,7 @@ def outputs(module: str, ns: argparse.Namespace) -> list[str]:
     """The paths a command writes (a shard writes its own part file)."""
     if module in SMOOTHING:
         return [ns.outfile + (f".part{ns.shard}" if ns.shard else "")]
-    if module == "analyze":
+    if module in ("analyze", "scripts.digits_showcase"):
         return [ns.plot] if ns.plot else []
     return [p for p in (getattr(ns, "output_dir", ""), getattr(ns, "export", None)) if p]
 

@@ -21,10 +21,11 @@ import torch
 
 from core.blackbox import to_uint8_images
 from core.errors import MsrsError
-from core.runs.files import select_indices
+from core.runs.files import select_examples
 from core.runs.parsers import check_args, data_parser, noise_parser, runtime_parser, sigma_parser
+from core.runs.protocols import resolve_protocol
 from core.smoothing import example_generator
-from datasets import get_dataset
+from datasets import dataset_info, get_dataset
 
 LOG_COLUMNS = ["idx", "j", "label"]
 
@@ -117,11 +118,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    resolve_protocol(args, "blackbox", args.dataset)      # the same example selection as the certify run's
     check_args(args)
     if args.sigma is None or not args.sigma > 0:
         raise MsrsError(f"--sigma must be given and > 0, got {args.sigma}")
     ds = get_dataset(args.dataset, args.split, args.data_path)
-    idx = select_indices(len(ds), args.start, args.skip, args.max)
+    idx = select_examples(ds, args, dataset_info(args.dataset).num_classes)
     n = export_queries(ds, idx, args.sigma, args.N0, args.N, args.seed, args.outdir, int(args.batch))
     print(f"wrote {n} query images for {len(idx)} examples under {args.outdir}; answer them into a CSV "
           f"({','.join(LOG_COLUMNS)}) and run certify.py {args.dataset} querylog:ANSWERS.csv OUTFILE --sigmas {args.sigma}")

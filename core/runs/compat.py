@@ -144,12 +144,10 @@ def _ftcadis_certify(a: argparse.Namespace) -> list[list[str]]:
 CADIS_COLUMNS = ["idx", "label", "predict", "radius", "correct_num", "correct", "time"]
 
 
-def ftcadis_rows(args: argparse.Namespace, single: bool, columns: list[str],
-                 process: Callable[..., dict]) -> tuple[list[str], Callable[..., dict]]:
-    """certify.py's columns and row function under ``--columns cadis``: FT-CADIS's file, ``correct`` as
-    True/False and ``correct_num`` the running count of correct rows of OUTFILE (continued from its rows on
-    --resume). A running total is one file's: the examples cannot be split over processes (torchrun,
-    --shard; --split_n is fine, rank 0 writes every row)."""
+def ftcadis_columns(args: argparse.Namespace, single: bool, columns: list[str]) -> list[str]:
+    """certify.py's columns under ``--columns cadis`` (FT-CADIS's file; ``running_correct`` fills it). A running
+    total is one file's: the examples cannot be split over processes (torchrun, --shard; --split_n is fine,
+    rank 0 writes every row)."""
     from core.runs.parsers import parse_shard
     from core.runs.setup import torchrun_world
     if not single:
@@ -158,12 +156,19 @@ def ftcadis_rows(args: argparse.Namespace, single: bool, columns: list[str],
     if parts > 1:
         raise MsrsError("--columns cadis (FT-CADIS's running correct_num) is one file written by one process: "
                         "drop --shard / torchrun (or use --split_n), or add --columns cohen")
+    return CADIS_COLUMNS[:-1] + columns[columns.index("correct") + 1:]
+
+
+def running_correct(args: argparse.Namespace, process: Callable[..., dict]) -> Callable[..., dict]:
+    """``process`` with FT-CADIS's ``correct`` (True/False) and ``correct_num``, the running count of correct
+    rows of OUTFILE (continued from its complete rows on --resume)."""
     count = [0]
     if args.resume and os.path.exists(args.outfile):
-        with open(args.outfile) as f:           # (another header: the writer's error follows)
+        with open(args.outfile) as f:
             header = f.readline().rstrip("\n").split("\t")
-            col = header.index("correct") if header[:len(CADIS_COLUMNS) - 1] == CADIS_COLUMNS[:-1] else None
-            count[0] = sum(line.split("\t")[col] == "True" for line in f if line.endswith("\n")) if col else 0
+            if header[:len(CADIS_COLUMNS) - 1] == CADIS_COLUMNS[:-1]:
+                col = header.index("correct")
+                count[0] = sum(line.split("\t")[col] == "True" for line in f if line.endswith("\n"))
 
     def row(idx, x, label):
         r = process(idx, x, label)
@@ -171,7 +176,7 @@ def ftcadis_rows(args: argparse.Namespace, single: bool, columns: list[str],
         count[0] += r["correct"]
         r["correct_num"] = count[0]
         return r
-    return CADIS_COLUMNS[:-1] + columns[columns.index("correct") + 1:], row
+    return row
 
 
 # ------------------------------------------------------------------------------------ Salman certify

@@ -17,10 +17,38 @@ from core.errors import MsrsError
 from core.runs import integrity
 
 
-def select_indices(length: int, start: int = 0, skip: int = 1, max_idx: int = -1) -> list[int]:
-    """The reference scripts' selection: idx in [start, length), idx % skip == 0, stop at idx == max."""
-    stop = length if max_idx < 0 else min(length, max_idx)
-    return [i for i in range(start, stop) if i % skip == 0]
+def select_indices(length: int, start: int = 0, skip: int = 1, max_idx: int = -1, order: str = "max_first",
+                   base: list[int] | None = None) -> list[int]:
+    """The reference scripts' loop over i in [start, length): keep i when i % skip == 0; stop when i == max.
+
+    ``order`` is which test comes first (pitfall 14): 'max_first' (MDDS certify.py / predict_mdds.py: stop at
+    i == max) or 'skip_first' (locuslab, MDDS predict_ddpm.py, DensePure, Salman: ``if i % skip: continue``
+    first, so the stop is only seen on a kept i and max % skip != 0 never stops). ``base``: the positions i
+    index this list instead of the dataset (FT-CADIS's one-per-class Subset); the result holds its entries.
+    """
+    if order not in ("max_first", "skip_first"):
+        raise MsrsError(f"unknown --max_order {order!r} (max_first or skip_first)")
+    out = []
+    for i in range(start, length if base is None else len(base)):
+        if order == "max_first" and i == max_idx:
+            break
+        if i % skip != 0:
+            continue
+        if order == "skip_first" and i == max_idx:
+            break
+        out.append(i if base is None else base[i])
+    return out
+
+
+def select_examples(dataset, args, num_classes: int) -> list[int]:
+    """The examples a run goes through: ``--subset`` (FT-CADIS's one_per_class, seeded with --seed), then
+    --start / --skip / --max in --max_order (`select_indices`)."""
+    base = None
+    if getattr(args, "subset", None) == "one_per_class":
+        from datasets import one_per_class
+        base = one_per_class(dataset.targets, num_classes, args.seed)
+    return select_indices(len(dataset), args.start, args.skip, args.max, getattr(args, "max_order", None) or "max_first",
+                          base)
 
 
 def shard_indices(indices: list[int], rank: int, world: int) -> list[int]:

@@ -16,13 +16,14 @@ from models.checkpoint import load_checkpoint, load_state_dict_strict, resolve_z
 from models.classifiers import resolve_classifier_path
 from models.diffusion import create_model_and_diffusion, split_diffusion_checkpoint
 from models.dncnn import is_dncnn_checkpoint, load_dncnn
+from models.memnet import is_memnet_checkpoint, load_memnet
 
 # --denoiser auto: the diffusion model each dataset family is smoothed with, where the MDDS scripts keep it
-# (path, named config for raw OpenAI state dicts, reflection-pad size).
+# (path, named config for raw OpenAI state dicts). The ImageNet padding is the protocol's (--pad_to).
 DEFAULT_DENOISERS = {
-    "digits": ("zoo:digits_ddpm", "digits-ddpm", None),
-    "cifar10": ("OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt", "improved-cifar10-uncond", None),
-    "imagenet": ("OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt", "guided-256-uncond", 256),
+    "digits": ("zoo:digits_ddpm", "digits-ddpm"),
+    "cifar10": ("OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt", "improved-cifar10-uncond"),
+    "imagenet": ("OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt", "guided-256-uncond"),
 }
 
 
@@ -35,7 +36,7 @@ def dataset_family(name: str) -> str | None:
 
 
 def resolve_denoiser_args(args: argparse.Namespace, dataset: str) -> None:
-    """Fill --denoiser auto, --denoiser_config and --pad_to from the dataset family (MDDS defaults)."""
+    """Fill --denoiser auto and --denoiser_config from the dataset family (MDDS's paths); --pad_to 0 = none."""
     fam = DEFAULT_DENOISERS.get(dataset_family(dataset))
     if args.denoiser == "auto":
         if args.classifier.startswith("querylog:"):
@@ -47,39 +48,43 @@ def resolve_denoiser_args(args: argparse.Namespace, dataset: str) -> None:
             if not fam[0].startswith("zoo:") and not os.path.isfile(fam[0]):
                 raise MsrsError(f"the default {dataset} denoiser is not at {fam[0]}: put the OpenAI checkpoint "
                                 "there, pass --denoiser PATH (--ddpm_path), or --denoiser none for plain smoothing")
-    if args.denoiser != "none" and fam is not None:
-        if args.denoiser_config is None:
-            args.denoiser_config = fam[1]
-        if args.pad_to is None:
-            args.pad_to = fam[2]
+    if args.denoiser != "none" and fam is not None and args.denoiser_config is None:
+        args.denoiser_config = fam[1]
     if args.pad_to == 0:
         args.pad_to = None
 
 
 def load_denoisers(spec: str, sigmas: list[float], config: str | Mapping[str, Any] | None = None,
                    trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
-                   clip: bool = True) -> dict[float, nn.Module] | None:
+                   clip: bool = True, noise: str = "add", t_rule: str = "first", respacing: str = "discrete",
+                   unet_fp16: bool = False) -> dict[float, nn.Module] | None:
     """``--denoiser`` → {sigma: module (CPU, eval) mapping noisy pixels to denoised pixels}, or None for 'none'.
 
     The checkpoint is read once and one network is shared by every sigma (a cascade over an ImageNet
-    UNet holds it once). spec: 'none', ``zoo:NAME`` or a path. Salman DnCNN files (``models.dncnn.is_dncnn_checkpoint``) go to
-    ``models.dncnn.load_dncnn`` (one denoiser for every sigma); diffusion checkpoints (OpenAI raw state
-    dicts need ``config``: a name or JSON file) become one DiffusionDenoiser per sigma.
+    UNet holds it once). spec: 'none', ``zoo:NAME`` or a path. Salman's DnCNN and MemNet files go to
+    ``models.dncnn.load_dncnn`` / ``models.memnet.load_memnet`` (one denoiser for every sigma); diffusion
+    checkpoints (OpenAI raw state dicts need ``config``: a name or JSON file) become one DiffusionDenoiser
+    per sigma with the protocol's ``noise`` / ``t_rule`` / ``respacing``; ``unet_fp16`` puts the UNet in the
+    references' use_fp16 runtime mode when its config asks for it (guided-diffusion ImageNet).
     """
     if spec is None or spec.lower() == "none":
         return None
     path = resolve_zoo(spec)
     obj = load_checkpoint(path, trust=trust)
-    if is_dncnn_checkpoint(obj):
+    if is_dncnn_checkpoint(obj) or is_memnet_checkpoint(obj):
         if num_t_steps != 1:
-            raise MsrsError(f"{path} is a DnCNN denoiser: --num_t_steps applies to diffusion denoisers only")
-        dncnn = load_dncnn(obj, path).eval()
-        return {float(s): dncnn for s in sigmas}
+            raise MsrsError(f"{path} is a Salman denoiser: --num_t_steps applies to diffusion denoisers only")
+        net = (load_dncnn if is_dncnn_checkpoint(obj) else load_memnet)(obj, path).eval()
+        return {float(s): net for s in sigmas}
     kwargs, sd = split_diffusion_checkpoint(obj, path, config)
     model, diffusion = create_model_and_diffusion(**kwargs)
     load_state_dict_strict(model, strip_prefixes(sd), path)
     model.eval()
-    return {float(s): DiffusionDenoiser(model, diffusion, s, num_t_steps, pad_to, clip).eval() for s in sigmas}
+    if unet_fp16 and kwargs.get("use_fp16"):
+        model.convert_to_fp16()
+    return {float(s): DiffusionDenoiser(model, diffusion, s, num_t_steps, pad_to, clip, noise=noise, t_rule=t_rule,
+                                        respacing=respacing, schedule=kwargs["noise_schedule"]).eval()
+            for s in sigmas}
 
 
 def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigma: float | None = None,
@@ -90,7 +95,8 @@ def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigm
         return None
     if sigma is None:
         path = resolve_zoo(spec)
-        if not is_dncnn_checkpoint(load_checkpoint(path, trust=trust)):
+        obj = load_checkpoint(path, trust=trust)
+        if not (is_dncnn_checkpoint(obj) or is_memnet_checkpoint(obj)):
             raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
         sigma = 0.0
     return load_denoisers(spec, [sigma], config, trust, num_t_steps, pad_to, clip)[float(sigma)]

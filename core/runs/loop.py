@@ -36,7 +36,8 @@ def execute(job: Job, process: Callable[[int, torch.Tensor, int], dict], desc: s
     rank, world, distributed = job.world
     if job.split is not None:  # every rank works on every example; rank 0 alone writes
         return _execute_split(job, process, desc)
-    meta = {"args": _resolved(args), "checkpoints": plan.identity["models"], "flags": job.flags}
+    meta = {"args": _resolved(args), "checkpoints": plan.identity["models"], "flags": job.flags,
+            "protocol": getattr(args, "protocol_record", None)}
     if world > 1:
         meta.update(rank=rank, world=world, indices=plan.expected)
     _write_rows(job, files.ResultWriter(plan, meta, job.model_name), process,
@@ -100,7 +101,8 @@ def _execute_split(job: Job, process: Callable, desc: str) -> str | None:
     writer = None
     if rank == 0:
         writer = files.ResultWriter(job.plan, {"args": _resolved(job.args), "checkpoints": job.plan.identity["models"],
-                                               "flags": job.flags, "split_n_world": job.split.world}, job.model_name)
+                                               "flags": job.flags, "protocol": getattr(job.args, "protocol_record", None),
+                                               "split_n_world": job.split.world}, job.model_name)
     todo = [job.plan.todo]
     dist.broadcast_object_list(todo, src=0)
     _write_rows(job, writer, process, desc, show=rank == 0, todo=todo[0])

@@ -18,6 +18,30 @@ from typing import Callable
 
 from core.errors import MsrsError
 from core.runs import compat
+from core.runs.protocols import (
+    ABSTAINS,
+    COLUMNS,
+    DEFAULT_PROTOCOL,
+    IMAGENET_SUBSETS,
+    IMAGENET_TRANSFORMS,
+    MAX_ORDERS,
+    NOISES,
+    NORMALIZATIONS,
+    PROTOCOLS,
+    RESPACINGS,
+    T_STARS,
+)
+
+SUBSETS = list(IMAGENET_SUBSETS)
+T_RULES = list(T_STARS)
+
+
+def str2bool(v: str) -> bool:
+    if str(v).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(v).lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
 
 SIGMA_FLAGS = {"sigma25": 0.25, "sigma50": 0.5, "sigma100": 1.0}
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -35,14 +59,24 @@ def data_parser(examples: bool = True) -> argparse.ArgumentParser:
     if not examples:
         return p
     g.add_argument("--split", choices=["train", "test"], default="test", help="train or test set")
-    g.add_argument("--skip", type=int, default=1, help="only every SKIP-th example")
+    g.add_argument("--skip", type=int, default=None, help="only every SKIP-th example (default: the protocol's)")
     g.add_argument("--start", type=int, default=0, help="first example index")
-    g.add_argument("--max", type=int, default=-1, help="stop before this example index (-1: to the end)")
+    g.add_argument("--max", type=int, default=-1, help="stop at this example index (-1: to the end); see --max_order")
+    g.add_argument("--max_order", choices=MAX_ORDERS, default=None,
+                   help="max_first (MDDS certify/predict_mdds: stop at --max) or skip_first (Cohen, MDDS predict_ddpm, "
+                        "DensePure, Salman: --max is only seen on a kept index, so max %% skip != 0 never stops)")
+    g.add_argument("--subset", choices=SUBSETS, default=None,
+                   help="ImageNet: skip (every --skip-th image) or one_per_class (FT-CADIS: one random image per "
+                        "class, seeded with --seed, then every --skip-th of those); default: the protocol's")
     g.add_argument("--corr_type", default="all",
-                   help="cifar10c: corruption names (comma-separated) or 'all'")
-    g.add_argument("--severity", type=int, default=5, help="cifar10c severity 1..5")
-    g.add_argument("--imagenet_transform", choices=["resize256", "mdds"], default="resize256",
-                   help="ImageNet preprocessing: Resize256+Crop224 (DDS/Cohen) or Resize224 (MDDS)")
+                   help="cifar10c: 'all' (the 15 benchmark corruptions), a group (noise, blur, weather, digital), "
+                        "corruption names, comma-separated")
+    g.add_argument("--severity", default="all", help="cifar10c severity: 1..5, a comma list, or 'all' (each file "
+                                                     "read whole, as MDDS)")
+    g.add_argument("--imagenet_transform", choices=IMAGENET_TRANSFORMS, default=None,
+                   help="ImageNet / -A / -R preprocessing: resize256 (Resize256+Crop224: Cohen, DDS, FT-CADIS), mdds "
+                        "(tensor Resize224 without antialias), densepure (Resize256 bicubic + Crop256); default: the "
+                        "protocol's")
     return p
 
 
@@ -68,8 +102,23 @@ def model_parser(smoothing: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--use_module", action="store_true",
                    help="DeepSpeed checkpoints: load 'module' instead of the default 'model_ema'")
     g.add_argument("--pad_to", type=int, default=None,
-                   help="reflection-pad inputs to this size before denoising and crop back (default: 256 on "
-                        "ImageNet datasets as MDDS does; 0 feeds 224 unpadded as DDS does)")
+                   help="reflection-pad inputs to this size before denoising and crop back (default: the protocol's: "
+                        "256 on ImageNet under mdds; 0 feeds the image unpadded as DDS / FT-CADIS do)")
+    g.add_argument("--resize_antialias", type=str2bool, default=None,
+                   help="antialias the classifier's input resize (true: DDS / FT-CADIS; false: MDDS, DensePure); "
+                        "default: the protocol's")
+    g.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                   help="classifier input normalization: model (its own) or half (mean = std = 0.5: FT-CADIS)")
+    g.add_argument("--noise_construction", choices=NOISES, default=None,
+                   help="x_t from a noisy image: add (MDDS), q_sample (DDS / FT-CADIS: the schedule's noise at t*), "
+                        "densepure (exact scale); default: the protocol's")
+    g.add_argument("--t_star", choices=T_RULES, default=None,
+                   help="sigma -> timestep: first (DDS / MDDS) or densepure (float / nearest t*)")
+    g.add_argument("--respacing", choices=RESPACINGS, default=None,
+                   help="--num_t_steps > 1: discrete betas, or densepure's (continuous cosine alphas on CIFAR)")
+    g.add_argument("--unet_fp16", type=str2bool, default=None,
+                   help="the guided-diffusion UNet in its use_fp16 mode on CUDA (MDDS, DensePure ImageNet); default: "
+                        "the protocol's")
     g.add_argument("--num_t_steps", type=int, default=1, help="DensePure: reverse steps from t* (1 = one-shot DDS)")
     g.add_argument("--reverse_seeds", type=int, default=1, help="DensePure: reverse runs majority-voted per sample")
     return p
@@ -90,13 +139,14 @@ def sigma_parser(cascade: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def noise_parser(n_default: int = 100000) -> argparse.ArgumentParser:
-    """How many noise draws, in which batches (certify family and the black-box export)."""
+def noise_parser(n_default: int | None = None) -> argparse.ArgumentParser:
+    """How many noise draws, in which batches (certify family and the black-box export); None: the protocol's."""
     p = _parser()
     g = p.add_argument_group("noise draws")
-    g.add_argument("--N", type=int, default=n_default, help="number of estimation samples")
-    g.add_argument("--N0", type=int, default=100, help="number of selection samples")
-    g.add_argument("--batch", default="1000", help="noise batch size, or 'auto' to fit device memory")
+    g.add_argument("--N", type=int, default=n_default, help="number of estimation samples (default: the protocol's)")
+    g.add_argument("--N0", type=int, default=None, help="number of selection samples (default: the protocol's, 100)")
+    g.add_argument("--batch", default=None, help="noise batch size, or 'auto' to fit device memory (default: the "
+                                                 "protocol's)")
     return p
 
 
@@ -108,11 +158,18 @@ def runtime_parser(device: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0,
                    help="the run's seed (certify family: noise streams per (seed, idx), so rows never depend on "
                         "sharding or resume; training: data order, noise, initialization)")
+    g.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                   help="the paper whose protocol fills every choice left unset (docs/PROTOCOLS.md): "
+                        f"{', '.join(PROTOCOLS)}; default {DEFAULT_PROTOCOL}")
     if device:
         g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         g.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                       help="autocast of the forward passes: auto = bf16 on CUDA and off on other devices; bf16 / "
-                            "fp16 on any device as given; off = float32")
+                       help="autocast of the forward passes: auto = the protocol's precision on CUDA (fp16 for mdds, "
+                            "fp32 for the others) and off elsewhere; bf16 / fp16 as given (opt-in speed: "
+                            "bench/precision_agreement.py measures it); off = float32")
+        g.add_argument("--tf32", type=str2bool, default=None,
+                       help="TF32 matmuls on CUDA (opt-in speed; the references ran with torch's default, off; "
+                            "training scripts too)")
     return p
 
 
@@ -120,13 +177,21 @@ def certify_parser() -> argparse.ArgumentParser:
     """The certify family's own: the decision rules' parameters, and how a run is executed."""
     p = _parser()
     g = p.add_argument_group("smoothing")
-    g.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    g.add_argument("--alpha", type=float, default=None, help="failure probability (default: the protocol's, 0.001)")
     g.add_argument("--skip_p", type=float, default=0.5, help="MDDS p0: a stage abstains below it")
     g.add_argument("--cascade_alpha", choices=["mdds", "union"], default="mdds",
                    help="cascade levels: 'mdds' alpha/(k+1) per stage as the reference; 'union' 2*alpha/(K(K+1)) "
                         "per bound, which keeps the overall failure probability <= alpha (see README)")
+    g.add_argument("--columns", choices=COLUMNS, default=None,
+                   help="certify: cohen (one sigma: idx label predict radius correct time), mdds (the cascade's, "
+                        "also for one sigma, as MDDS's certify.py) or cadis (one sigma, FT-CADIS's: idx label predict "
+                        "radius correct_num correct time); predict_ddpm: cohen (idx label predict correct "
+                        "time) or mdds (idx label pred0 pred1 correct time conf); default: the protocol's")
+    g.add_argument("--abstain", choices=ABSTAINS, default=None,
+                   help="predict_ddpm: an abstention counts as wrong (Cohen) or falls back to the clean prediction "
+                        "(MDDS's pred1); default: the protocol's")
     g = p.add_argument_group("run")
-    g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and classifier")
+    g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and classifier (opt-in speed)")
     g.add_argument("--resume", action="store_true", help="continue an existing OUTFILE after its last complete row")
     g.add_argument("--split_n", action="store_true",
                    help="under torchrun: split each example's N0/N draws across the ranks (counts summed, one "
@@ -136,7 +201,7 @@ def certify_parser() -> argparse.ArgumentParser:
     return p
 
 
-def certify_family(n_default: int = 100000) -> list[argparse.ArgumentParser]:
+def certify_family(n_default: int | None = None) -> list[argparse.ArgumentParser]:
     """The parents of certify.py, predict_ddpm.py and predict_mdds.py."""
     return [data_parser(), model_parser(), sigma_parser(), noise_parser(n_default), certify_parser(), runtime_parser()]
 

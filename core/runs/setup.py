@@ -5,6 +5,7 @@ the plan of its file: ``setup`` checks every argument, path and input file befor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ from core.runs import files, integrity, speed
 from core.runs.blackbox import read_query_log
 from core.runs.loaders import checkpoint_hashes, load_denoisers, resolve_denoiser_args
 from core.runs.parsers import check_denoiser_args, parse_shard
+from core.runs.protocols import is_imagenet_family, resolve_protocol
 from core.smoothing import SplitCounts, example_generator
-from datasets import dataset_info, get_dataset
-from models.classifiers import LogitMask, load_classifier
+from datasets import dataset_info, get_dataset, resolve_corruptions
+from models.classifiers import LogitMask, configure_preprocess, load_classifier
 
 
 # ----------------------------------------------------------------------------------------- devices
@@ -46,21 +48,34 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """--amp: 'auto' = bf16 on CUDA and off (None: float32) elsewhere; 'bf16' / 'fp16' on any device; 'off'."""
+    """--amp: 'bf16' / 'fp16' on any device; 'off' and 'auto' = None (float32). The scripts turn 'auto' into
+    the paper's precision first (certify family: --protocol; train_clip: fp16 on CUDA); bf16 is never a
+    default (it changes the numbers: bench/precision_agreement.py)."""
     if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "off"
+        amp = "off"
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
-def set_backend_flags(device: torch.device) -> dict[str, Any]:
-    """Set (in main, never at import) and return the numerics flags recorded in the sidecar."""
+def set_backend_flags(device: torch.device, tf32: bool = False) -> dict[str, Any]:
+    """Set (in main, never at import) and return the numerics flags recorded in the sidecar.
+
+    TF32 matmuls are opt-in (``--tf32``): off is torch's default since 1.12, under which the references
+    ran; cuDNN's TF32 convolutions stay torch's default (on), as in the references."""
     flags: dict[str, Any] = {"device": str(device)}
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
         torch.backends.cudnn.benchmark = True
-        flags.update(tf32=True, cudnn_benchmark=True, gpu=torch.cuda.get_device_name(device))
+        flags.update(tf32_matmul=bool(tf32), cudnn_tf32=torch.backends.cudnn.allow_tf32, cudnn_benchmark=True,
+                     gpu=torch.cuda.get_device_name(device))
     return flags
+
+
+def resolve_run(args: argparse.Namespace, script: str, dataset: str | None = None) -> dict[str, Any]:
+    """``--protocol``: fill the unset choices of `args` from the paper's row (core.runs.protocols) for this
+    script, dataset and device; the record goes to the sidecar (``args.protocol_record``)."""
+    device_type = resolve_device(args.device).type if hasattr(args, "device") else "cpu"
+    args.protocol_record = resolve_protocol(args, script, dataset or getattr(args, "dataset", ""), device_type)
+    return args.protocol_record
 
 
 class Autocast(torch.nn.Module):
@@ -151,13 +166,25 @@ class Job:
             if self.denoiser_spec != "none":
                 # one denoiser per sigma the run uses, sharing one network (loaded once)
                 if self._denoisers is None or sigma not in self._denoisers:
-                    self._denoisers = load_denoisers(self.denoiser_spec, self.sigmas, config=a.denoiser_config,
-                                                     trust=a.trust_checkpoint, num_t_steps=a.num_t_steps,
-                                                     pad_to=a.pad_to)
+                    self._denoisers = load_denoisers(
+                        self.denoiser_spec, self.sigmas, config=a.denoiser_config, trust=a.trust_checkpoint,
+                        num_t_steps=a.num_t_steps, pad_to=a.pad_to, noise=a.noise_construction or "add",
+                        t_rule=a.t_star or "first", respacing=a.respacing or "discrete",
+                        unet_fp16=bool(a.unet_fp16) and self.device.type == "cuda")
                 den = self._denoisers[sigma]
             self._bases[sigma] = FiniteGuard(build_base_classifier(self.classifier, den, sigma, self.device, self.amp,
                                                                    compile=a.compile, reverse_seeds=a.reverse_seeds))
         return self._bases[sigma]
+
+    def noise_sigma(self, sigma: float) -> float:
+        """The noise Smooth draws at level sigma: the denoiser's (q_sample: the schedule's, ≥ sigma), else sigma."""
+        if self.denoiser_spec == "none":
+            return sigma
+        self.base_classifier(sigma)
+        return float(getattr(self._denoisers[sigma], "noise_sigma", sigma))
+
+    def noise_sigmas(self) -> dict[float, float]:
+        return {s: self.noise_sigma(s) for s in self.sigmas}
 
     def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -219,14 +246,7 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
         if not distributed:
             raise MsrsError("--split_n splits each example across torchrun ranks: launch with torchrun --nproc_per_node=K")
         split = SplitCounts(rank, size)
-    opts = {}
-    if name == "cifar10c":
-        names = [c for c in args.corr_type.split(",") if c]
-        corruption = None if "all" in names else (names[0] if len(names) == 1 else names)
-        opts = {"corruption": corruption, "severity": args.severity}
-    elif name == "imagenet" and args.imagenet_transform == "mdds":
-        opts = {"transform": "mdds"}
-    dataset = get_dataset(name, args.split, args.data_path, **opts)
+    dataset = get_dataset(name, args.split, args.data_path, **dataset_options(args, name))
     info = dataset_info(name)
     resolve_denoiser_args(args, name)  # after the dataset: a missing dataset is reported first
     check_denoiser_args(args, info.image_size)
@@ -234,12 +254,12 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     if querylog and (args.denoiser != "none" or len(sigmas) != 1):
         raise MsrsError("a querylog: classifier answered the noisy queries of one sigma: use one sigma "
                         "and --denoiser none")
-    indices = files.select_indices(len(dataset), args.start, args.skip, args.max)
+    indices = files.select_examples(dataset, args, info.num_classes)
     if not indices:
         raise MsrsError(f"--start {args.start} --skip {args.skip} --max {args.max} select no example of {name} "
                         f"({len(dataset)} examples, idx 0..{len(dataset) - 1})")
     plan = plan_run(args, sigmas, amp, outfile, columns, indices, (rank, size), split)
-    flags = set_backend_flags(device)
+    flags = set_backend_flags(device, bool(getattr(args, "tf32", False)))
     if split is not None and not dist.is_initialized():
         dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
     where = dict(split=split, plan=plan, world=(rank, size, distributed), outfile=outfile)
@@ -249,8 +269,10 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
                    "none", None, flags, sorted(sigmas, reverse=True), **where)
     classifier = load_classifier(args.classifier, arch=args.arch, num_classes=info.num_classes,
                                  trust=args.trust_checkpoint, ema=not args.use_module)
-    if getattr(info, "class_subset", None):
+    configure_preprocess(classifier, antialias=args.resize_antialias, normalization=args.normalization)
+    if getattr(info, "class_subset", None):      # ImageNet-A/R: 200 logits, labels 0..199 (MDDS)
         classifier = LogitMask(classifier, info.class_subset)
+        info = dataclasses.replace(info, num_classes=len(info.class_subset))
     classifier = classifier.to(device).eval()
     return Job(args, device, dataset, info, classifier, args.denoiser, amp, flags, sorted(sigmas, reverse=True),
                **where)
@@ -273,6 +295,23 @@ def plan_run(args: argparse.Namespace, sigmas: list[float], amp: torch.dtype | N
         split_world=split.world if split is not None else None, part=(rank, size) if sharded else None)
     mine = files.shard_indices(indices, rank, size) if sharded else indices
     return files.plan_outfile(path, columns, identity, mine, args.resume)
+
+
+def dataset_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The dataset's options from the run's flags: CIFAR-10-C corruptions and severities, the ImageNet family's
+    transform, ImageNet-A/R's 200-class labels."""
+    from datasets.registry import ALIASES
+    canonical = ALIASES.get(name, name)
+    if canonical == "cifar10c":
+        return {"corruption": resolve_corruptions(args.corr_type), "severity": args.severity}
+    if name.startswith("cifar10c_"):
+        return {"severity": args.severity}
+    opts: dict[str, Any] = {}
+    if is_imagenet_family(canonical):
+        opts["transform"] = args.imagenet_transform or "resize256"
+    if canonical in ("imagenet-a", "imagenet-r"):
+        opts["labels"] = "subset"
+    return opts
 
 
 def torchrun_world() -> tuple[int, int, bool]:

@@ -70,6 +70,18 @@ def classifier_transform(args: argparse.Namespace, image_size: int):
     return tf
 
 
+def crop_flip_transform(dataset: str) -> Callable | None:
+    """FT-CADIS's classifier augmentation (datasets.py): CIFAR RandomCrop(32, padding=4) + flip, ImageNet
+    RandomResizedCrop(224) (torchvision's defaults: scale (0.08, 1), bilinear) + flip, then ToTensor; no
+    RandAugment, colour jitter or random erasing."""
+    from torchvision import transforms as T
+    if dataset == "cifar10":
+        return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), ToPixels()])
+    if dataset == "imagenet":
+        return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), ToPixels()])
+    return None
+
+
 def denoiser_transform(dataset: str) -> Callable | None:
     """The denoiser recipes' augmentation: CIFAR crop + flip (Salman / improved-diffusion), ImageNet
     random-resized crop + flip; None for other datasets (digits: ``RandomShift``)."""

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import time
+import warnings
 from functools import partial
 
 import torch
@@ -21,10 +22,11 @@ from core import objectives
 from core.errors import MsrsError
 from core.runs.loaders import load_denoiser
 from core.runs.parsers import need, resolve_ddpm_path
+from core.runs.protocols import TRAIN_RECIPES
 from core.runs.setup import amp_dtype as resolve_amp
-from core.runs.setup import resolve_device
+from core.runs.setup import resolve_device, set_backend_flags
 from core.train import engine
-from core.train.augment import classifier_transform, train_split
+from core.train.augment import classifier_transform, crop_flip_transform, train_split
 from core.train.deepspeed_glue import ds_config, save_deepspeed_layout
 from core.train.distributed import is_main, processes, unwrap
 from core.train.optim import (
@@ -49,6 +51,34 @@ from models.classifiers import (
 
 OBJECTIVES = ("clean", "cadis", "consistency")
 DATA_SET_ALIASES = {"CIFAR": "cifar10", "IMNET": "imagenet"}   # FT-CLIP --data_set values
+# reference flags with no effect here (FT-CLIP / BEiT options its CLIP_B16 ignores too, launcher and
+# bookkeeping flags): accepted, and named in one warning
+IGNORED_VALUE_FLAGS = ("--model_prefix", "--eval_data_path", "--dist_url")
+IGNORED_SWITCHES = ("--abs_pos_emb", "--disable_rel_pos_bias")
+IGNORED_TYPED_FLAGS = (("--layer_scale_init_value", float), ("--world_size", int), ("--id", int))
+IGNORED_WHY = {"model_prefix": "OpenAI CLIP's 'visual.' prefix is detected", "eval_data_path": "not read",
+               "dist_url": "torchrun's environment is used", "abs_pos_emb": "CLIP_B16 has absolute positions",
+               "disable_rel_pos_bias": "CLIP_B16 has no relative position bias",
+               "layer_scale_init_value": "CLIP_B16 has no layer scale", "world_size": "torchrun's WORLD_SIZE is used",
+               "id": "FT-CADIS's run id only names its output folder", "local_rank": "torchrun's LOCAL_RANK is used"}
+
+
+def ignored_flags(args: argparse.Namespace) -> list[str]:
+    """The reference flags given on the command line that change nothing here."""
+    return [f"--{k} ({why})" for k, why in IGNORED_WHY.items() if getattr(args, k, None) is not None]
+
+
+def resolve_training_protocol(args: argparse.Namespace) -> None:
+    """--protocol (default: cadis with --objective cadis, else mdds): the unset training choices."""
+    args.protocol = args.protocol or ("cadis" if args.objective == "cadis" else "mdds")
+    need(args.protocol in TRAIN_RECIPES, f"train_clip.py trains under --protocol {' or '.join(TRAIN_RECIPES)} "
+                                         f"(FT-CLIP / FT-CADIS), not {args.protocol!r}")
+    recipe = TRAIN_RECIPES[args.protocol]
+    args.augment = args.augment or recipe.augment
+    args.checkpoints = args.checkpoints or recipe.checkpoints
+    args.evaluation = recipe.evaluation
+    if args.auto_resume is None:
+        args.auto_resume = recipe.auto_resume and bool(args.output_dir)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -58,6 +88,7 @@ def check_args(args: argparse.Namespace) -> None:
     args.model = args.model or args.arch or "CLIP_B16"
     need(args.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}, got {args.objective}")
     resolve_ddpm_path(args)
+    resolve_training_protocol(args)
     args.dataset = DATA_SET_ALIASES.get(args.dataset, args.dataset)
     if args.ft_method == "lora" and args.lora_r == 0:
         args.lora_r = 4
@@ -89,6 +120,9 @@ def check_args(args: argparse.Namespace) -> None:
         args.test_sigma = args.sigma
     if args.resume == "auto" or args.auto_resume:
         need(bool(args.output_dir), "--resume without a path (or --auto_resume) needs --output_dir")
+    ignored = ignored_flags(args)
+    if ignored and is_main():
+        warnings.warn("train_clip.py ignores " + "; ".join(ignored), stacklevel=2)
 
 
 def build_datasets(args: argparse.Namespace):
@@ -97,13 +131,17 @@ def build_datasets(args: argparse.Namespace):
     test = get_dataset(args.dataset, "test", args.data_path)
     if args.eval:
         return None, test, info
-    tf = classifier_transform(args, info.image_size) if args.dataset in ("cifar10", "imagenet") else None
+    tf = None
+    if args.dataset in ("cifar10", "imagenet"):
+        tf = classifier_transform(args, info.image_size) if args.augment == "timm" else crop_flip_transform(args.dataset)
     return train_split(args.dataset, args.data_path, args.digits_shift, tf), test, info
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> tuple[nn.Module, dict]:
     """The classifier and the constructor kwargs stored with it; --finetune weights, then LoRA."""
     kw: dict = {"num_classes": num_classes}
+    if args.init_scale is not None:
+        kw["init_scale"] = args.init_scale
     if args.input_size is not None:
         kw["img_size"] = args.input_size
         if args.model.startswith("timm:"):           # the Preprocess resize follows the network's new size
@@ -113,7 +151,7 @@ def build_model(args: argparse.Namespace, num_classes: int) -> tuple[nn.Module, 
         model = create_model(args.model, **kw, **train_kw)
     except TypeError as e:
         raise MsrsError(f"--model {args.model} does not take these options ({e}); "
-                        "drop --input_size/--drop_path") from None
+                        "drop --input_size/--drop_path/--init_scale") from None
     if args.finetune:
         init_weights(model, args)
     if args.lora_r > 0:
@@ -203,6 +241,9 @@ def run(args: argparse.Namespace) -> dict:
     """Train (or --eval); returns the last epoch's log row (the evaluation's numbers with --eval)."""
     check_args(args)
     device = resolve_device(args.device)
+    set_backend_flags(device, bool(args.tf32))
+    if args.amp == "auto":            # FT-CLIP (DeepSpeed fp16) and FT-CADIS (--use_fp16 true) train in fp16
+        args.amp = TRAIN_RECIPES[args.protocol].amp if device.type == "cuda" else "off"
     with processes(device, deepspeed=args.deepspeed) as (rank, world):
         return _run(args, device, rank, world)
 
@@ -223,8 +264,9 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
     eff_batch = micro * args.update_freq * world
     lr = args.lr if args.lr is not None else (args.blr * eff_batch / 256 if args.blr is not None else 5e-4)
     test_loader = engine.make_loader(test_ds, max(micro, 1) * 2 if args.objective == "clean" else micro,
-                                     train=False, seed=args.seed, num_workers=min(args.num_workers, 2))
-    ema = ModelEma(model, args.model_ema_decay) if args.model_ema else None
+                                     train=False, seed=args.seed, num_workers=min(args.num_workers, 2),
+                                     shard_eval=args.dist_eval)
+    ema = ModelEma(model, args.model_ema_decay, "cpu" if args.model_ema_force_cpu else None) if args.model_ema else None
     groups = param_groups_lrd(model, args.weight_decay, args.layer_decay)
 
     if args.eval:
@@ -260,6 +302,7 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
             print(f"resumed from {resume}: epoch {state.epoch}, step {state.step}")
 
     log = engine.JsonLog(os.path.join(args.output_dir, "log.txt") if args.output_dir else None)
+    tb = TensorboardLog(args.log_dir if rank == 0 else None, optimizer, scaler, model)
     n_params = sum(p.numel() for p in unwrap(model).parameters() if p.requires_grad)
     if rank == 0:
         print(f"{args.model} on {args.dataset}: {len(train_ds)} train images, {n_steps} steps/epoch, lr {lr:.3g} "
@@ -271,25 +314,32 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
             model, objective, train_loader, optimizer, state, device=device, lr_schedule=lr_schedule,
             wd_schedule=wd_schedule, update_freq=args.update_freq,
             clip_grad=None if args.deepspeed else args.clip_grad, amp_dtype=amp_dtype, scaler=scaler, ema=ema,
-            max_steps=args.steps_per_epoch, seed=args.seed, desc=args.objective)
+            max_steps=args.steps_per_epoch, seed=args.seed, desc=args.objective, on_step=tb.step)
         state.epoch = epoch + 1
         row = {"epoch": epoch, "step": state.step, **{f"train_{k}": v for k, v in train_stats.items()},
                "n_parameters": n_params}
-        if not args.disable_eval_during_finetuning:
-            stats = _evaluate(model, ema, test_loader, eval_input, device, amp_dtype)
+        test_now, ema_now = eval_schedule(args, epoch)
+        metric = None
+        if test_now:
+            stats = _evaluate(model, ema if ema_now else None, test_loader, eval_input, device, amp_dtype)
             row.update(stats)
             metric = stats["select_acc1"]
-        else:
+            tb.epoch(epoch, stats)
+        elif args.disable_eval_during_finetuning:
             metric = float(epoch)
-        improved = metric > state.best
+        improved = metric is not None and metric > state.best
         if improved:
             state.best = metric
         row["epoch_time"] = time.time() - t0
         if rank == 0:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
         log.write(**row)
-        if args.output_dir:
-            if improved:
+        if args.output_dir and args.save_ckpt:
+            if args.checkpoints == "epochs":   # FT-CADIS train.py: after epoch 1, every 5th and the last
+                if rank == 0 and (epoch == 0 or (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs):
+                    save_ours(os.path.join(args.output_dir, f"checkpoint-{epoch + 1}.pt"), model, ema, args.model, kw,
+                              {"epoch": epoch + 1, "acc1": metric})
+            elif improved:
                 if args.deepspeed:
                     save_deepspeed_layout(os.path.join(args.output_dir, "checkpoint-best"), model, ema, epoch, args,
                                           state.step) if rank == 0 else None
@@ -298,11 +348,71 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
                               {"epoch": epoch, "acc1": metric})
             if state.epoch % args.save_ckpt_freq == 0 or state.epoch == args.epochs:
                 save_state(last, model, optimizer, state, ema, scaler, args)
+    tb.close()
     if args.export and rank == 0:
         save_ours(args.export, model, ema, args.model, kw,
                   {"epoch": state.epoch, "train_args": plain_dict(args)})
         print(f"wrote {args.export}")
     return row
+
+
+def eval_schedule(args: argparse.Namespace, epoch: int) -> tuple[bool, bool]:
+    """(evaluate the model, evaluate the EMA too) after epoch `epoch` (0-based).
+
+    FT-CLIP / MDDS (run_class_finetuning.py): the model when epoch % 5 == 0, epoch/epochs > 0.7 or --eval_all;
+    the EMA when also epoch/epochs > 0.5 or --eval_all (its accuracy then decides "best"). FT-CADIS: every
+    epoch. --disable_eval_during_finetuning: never."""
+    if args.disable_eval_during_finetuning:
+        return False, False
+    if args.evaluation == "every" or args.eval_all:
+        return True, True
+    test = epoch % 5 == 0 or epoch / args.epochs > 0.7
+    return test, test and epoch / args.epochs > 0.5
+
+
+class TensorboardLog:
+    """--log_dir: FT-CLIP's TensorBoard scalars (utils.TensorboardLogger) through tensorboard's SummaryWriter —
+    per optimizer step loss/loss, loss/class_acc, opt/lr, opt/min_lr, opt/weight_decay, opt/loss_scale; per
+    evaluated epoch perf/test_acc1, perf/test_acc5, perf/test_loss. A no-op without a directory."""
+
+    def __init__(self, log_dir: str | None, optimizer, scaler, model):
+        self.writer = None
+        if log_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            os.makedirs(log_dir, exist_ok=True)
+            self.writer = SummaryWriter(log_dir=log_dir)
+        self.optimizer, self.scaler, self.model = optimizer, scaler, model
+
+    def _scalar(self, tag: str, value, step: int) -> None:
+        if value is not None:
+            self.writer.add_scalar(tag, float(value), step)
+
+    def step(self, step: int, loss: float, metrics: dict) -> None:
+        if self.writer is None:
+            return
+        groups = self.optimizer.param_groups
+        scale = self.scaler.get_scale() if self.scaler is not None else getattr(
+            getattr(self.model, "optimizer", None), "cur_scale", None)
+        self._scalar("loss/loss", loss, step)
+        self._scalar("loss/class_acc", metrics.get("acc"), step)
+        self._scalar("opt/loss_scale", scale, step)
+        self._scalar("opt/lr", max(g["lr"] for g in groups), step)
+        self._scalar("opt/min_lr", min(g["lr"] for g in groups), step)
+        wd = [g["weight_decay"] for g in groups if g.get("weight_decay", 0) > 0]
+        self._scalar("opt/weight_decay", wd[-1] if wd else None, step)
+
+    def epoch(self, epoch: int, stats: dict) -> None:
+        if self.writer is None:
+            return
+        src = "ema" if "ema_acc1" in stats else "test"     # FT-CLIP logs the EMA's when it was evaluated
+        self._scalar("perf/test_acc1", stats.get(f"{src}_acc1"), epoch)
+        self._scalar("perf/test_acc5", stats.get(f"{src}_acc5"), epoch)
+        self._scalar("perf/test_loss", stats.get(f"{src}_loss"), epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _evaluate(model, ema, loader, eval_input, device, amp_dtype) -> dict:
@@ -313,12 +423,15 @@ def _evaluate(model, ema, loader, eval_input, device, amp_dtype) -> dict:
     for name, m in (("test", unwrap(model)), ("ema", ema.module if ema is not None else None)):
         if m is None:
             continue
+        home = next(m.parameters()).device
+        m.to(device)                                       # an EMA kept on the CPU is evaluated on the device
         s = engine.evaluate(m, loader, device, amp_dtype, desc=f"eval {name}")
-        out[f"{name}_acc1"], out[f"{name}_loss"] = s["acc1"], s["loss"]
+        out[f"{name}_acc1"], out[f"{name}_acc5"], out[f"{name}_loss"] = s["acc1"], s["acc5"], s["loss"]
         if eval_input is not None:
             eval_input.reset()
             s = engine.evaluate(m, loader, device, amp_dtype, input_fn=eval_input, desc=f"eval {name} noisy")
             out[f"{name}_noisy_acc1"] = s["acc1"]
+        m.to(home)
         out["select_acc1"] = out[f"{name}_noisy_acc1" if eval_input is not None else f"{name}_acc1"]
     return out
 

@@ -21,7 +21,7 @@ from core import objectives
 from core.denoise import DiffusionDenoiser
 from core.runs.parsers import SIGMA_FLAGS, need, resolve_ddpm_path, sigmas_from_args
 from core.runs.setup import amp_dtype as resolve_amp
-from core.runs.setup import resolve_device
+from core.runs.setup import resolve_device, set_backend_flags
 from core.train import engine
 from core.train.augment import denoiser_transform, train_split
 from core.train.distributed import processes, unwrap
@@ -45,8 +45,16 @@ DEFAULTS = {  # mode → (epochs, batch, lr, weight_decay, optimizer, ema)
 }
 
 
+# The paper each mode trains for: --protocol defaults to it and must name it (no other row has a choice here).
+MODE_PROTOCOLS = {"mdds": "mdds", "ddpm": "mdds", "dncnn": "salman"}
+
+
 def check_args(args: argparse.Namespace) -> None:
-    """The mode's defaults (``DEFAULTS``), --ddpm_path, and the checks; one-line MsrsError."""
+    """The mode's defaults (``DEFAULTS``), --protocol, --ddpm_path, and the checks; one-line MsrsError."""
+    paper = MODE_PROTOCOLS[args.mode]
+    need(args.protocol in (None, paper), f"finetune_diffusion.py --mode {args.mode} trains as --protocol {paper}; "
+                                         f"--protocol {args.protocol} has no denoiser training here")
+    args.protocol = paper
     need(args.objective in DNCNN_OBJECTIVES,
          f"--objective must be one of {', '.join(DNCNN_OBJECTIVES)} (Salman's), got {args.objective}")
     resolve_ddpm_path(args)
@@ -156,6 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     """Train (or --eval); returns the last epoch's log row (the evaluation's numbers with --eval)."""
     check_args(args)
     device = resolve_device(args.device)
+    set_backend_flags(device, bool(args.tf32))
     if args.eval:
         return evaluate_only(args, device)
     with processes(device) as (rank, world):

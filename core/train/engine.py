@@ -52,15 +52,17 @@ def grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.am
 
 
 def make_loader(dataset, batch_size: int, train: bool, seed: int = 0, num_workers: int = 0,
-                pin_memory: bool = False, drop_last: bool | None = None) -> torch.utils.data.DataLoader:
+                pin_memory: bool = False, drop_last: bool | None = None,
+                shard_eval: bool = True) -> torch.utils.data.DataLoader:
     """DataLoader whose order (and worker seeds) depend only on (seed, epoch): call `set_epoch` each epoch.
 
     Training loaders shuffle with a DistributedSampler (rank/world from the environment; one replica
-    without torchrun) and drop the last incomplete batch; evaluation loaders keep order (sharded over
-    ranks when distributed).
+    without torchrun) and drop the last incomplete batch; evaluation loaders keep order, sharded over
+    ranks when distributed and ``shard_eval`` (FT-CLIP's --dist_eval: a DistributedSampler, whose padding
+    repeats a few examples), else the whole set on every rank (``evaluate(..., reduce=False)``).
     """
     rank, n = world()
-    if train or n > 1:
+    if train or (n > 1 and shard_eval):
         sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=n, rank=rank, shuffle=train, seed=seed,
                                                       drop_last=train)
     else:
@@ -128,14 +130,15 @@ def train_one_epoch(model: nn.Module, objective: Objective, loader: torch.utils.
                     update_freq: int = 1, clip_grad: float | None = None, amp_dtype: torch.dtype | None = None,
                     scaler: torch.amp.GradScaler | None = None, ema: ModelEma | None = None,
                     max_steps: int = 0, seed: int = 0, desc: str = "train",
-                    on_step: Callable[[int, float], None] | None = None) -> dict[str, float]:
+                    on_step: Callable[[int, float, dict], None] | None = None) -> dict[str, float]:
     """One epoch (epoch index = ``state.epoch``); advances ``state.step`` per optimizer step, not ``state.epoch``.
 
     ``objective(model, x, y) -> (loss, metrics)`` runs under autocast when `amp_dtype` is set. With a
     DeepSpeed engine as `model`, backward/step (accumulation, clipping, loss scaling) are the engine's;
     otherwise the loss is divided by `update_freq` and stepped every `update_freq` micro-batches (DDP
     skips the all-reduce on the others). The lr / wd of step s are ``lr_schedule[s]`` (· lr_scale) /
-    ``wd_schedule[s]``. Returns the epoch's mean metrics (``loss`` and the objective's own).
+    ``wd_schedule[s]``. ``on_step(step, loss, metrics)`` after each optimizer step (e.g. TensorBoard).
+    Returns the epoch's mean metrics (``loss`` and the objective's own).
     """
     ds = is_deepspeed(model)
     model.train()
@@ -194,7 +197,7 @@ def train_one_epoch(model: nn.Module, objective: Objective, loader: torch.utils.
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{max(g['lr'] for g in optimizer.param_groups):.2e}")
             if on_step is not None:
-                on_step(state.step, loss_value)
+                on_step(state.step, loss_value, metrics)
     bar.close()
     out = meter.means()
     out.update(lr=max(g["lr"] for g in optimizer.param_groups), time=time.time() - t0)
@@ -204,14 +207,14 @@ def train_one_epoch(model: nn.Module, objective: Objective, loader: torch.utils.
 @torch.no_grad()
 def sum_over(loader: torch.utils.data.DataLoader, device: torch.device,
              batch_sums: Callable[[torch.Tensor, torch.Tensor], Sequence[float]], size: int,
-             desc: str = "eval") -> torch.Tensor:
+             desc: str = "eval", reduce: bool = True) -> torch.Tensor:
     """Float64 sums of the ``size`` numbers ``batch_sums(x, y)`` over the loader (x, y on ``device``),
-    all-reduced across ranks when distributed (each rank sees its shard of the loader)."""
+    all-reduced across ranks when distributed and ``reduce`` (each rank sees its shard of the loader)."""
     tot = torch.zeros(size, dtype=torch.float64)
     for x, y in tqdm(loader, desc=desc, dynamic_ncols=True, disable=None if is_main() else True, leave=False):
         x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
         tot += torch.tensor(batch_sums(x, y), dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if reduce and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         t = tot.to(device)
         dist.all_reduce(t)
         tot = t.cpu()
@@ -222,7 +225,8 @@ def sum_over(loader: torch.utils.data.DataLoader, device: torch.device,
 def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
              amp_dtype: torch.dtype | None = None,
              input_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, desc: str = "eval") -> dict[str, float]:
-    """Top-1 accuracy (%) and mean CE of ``model(input_fn(x))`` (input_fn: e.g. noise + denoise)."""
+    """Top-1 / top-5 accuracy (%) and mean CE of ``model(input_fn(x))`` (input_fn: e.g. noise + denoise);
+    summed over the ranks when the loader is sharded (a DistributedSampler), else this rank's whole set."""
     was = model.training
     model.eval()
 
@@ -231,9 +235,13 @@ def evaluate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
             x = input_fn(x)
         with autocast(device, amp_dtype):
             logits = model(x).float()
+        top5 = logits.topk(min(5, logits.shape[1]), 1).indices
         return [(logits.argmax(1) == y).sum().item(),
-                torch.nn.functional.cross_entropy(logits, y, reduction="sum").item(), len(y)]
-    tot = sum_over(loader, device, batch_sums, 3, desc)
+                torch.nn.functional.cross_entropy(logits, y, reduction="sum").item(), len(y),
+                (top5 == y[:, None]).any(1).sum().item()]
+    sharded = isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+    tot = sum_over(loader, device, batch_sums, 4, desc, reduce=sharded)
     model.train(was)
     n = max(tot[2].item(), 1)
-    return {"acc1": 100.0 * tot[0].item() / n, "loss": tot[1].item() / n, "n": int(tot[2].item())}
+    return {"acc1": 100.0 * tot[0].item() / n, "acc5": 100.0 * tot[3].item() / n, "loss": tot[1].item() / n,
+            "n": int(tot[2].item())}

@@ -157,16 +157,17 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, **kwargs: Any) -> torch.optim.Optimizer:
-    """The optimizers of the recipes: 'adamw', 'adam' (Salman's 'AdamThenSGD' starts as Adam), 'sgd' (with
-    ``momentum``); names in any case (FT-CLIP's --opt adamw, Salman's --optimizer SGD). kwargs go to torch."""
+    """The optimizers of the recipes: 'adamw', 'adam' (Salman's 'AdamThenSGD' starts as Adam; 'AdamThenSGD_ref'
+    stays Adam, as Salman's code does), 'sgd' (with ``momentum``); names in any case (FT-CLIP's --opt adamw,
+    Salman's --optimizer SGD). kwargs go to torch."""
     kind = name.lower()
     if kind == "adamw":
         return torch.optim.AdamW(params, lr=lr, **kwargs)
-    if kind in ("adam", "adamthensgd"):
+    if kind in ("adam", "adamthensgd", "adamthensgd_ref"):
         return torch.optim.Adam(params, lr=lr, **kwargs)
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, **kwargs)
-    raise MsrsError(f"unknown optimizer {name!r}: use AdamW, Adam, AdamThenSGD or SGD")
+    raise MsrsError(f"unknown optimizer {name!r}: use AdamW, Adam, AdamThenSGD, AdamThenSGD_ref or SGD")
 
 
 def step_lr_schedule(lr: float, gamma: float, step_size: int, n_steps: int, epochs: int) -> np.ndarray:

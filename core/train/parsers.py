@@ -11,15 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from core.runs.parsers import data_parser, model_parser, runtime_parser
-
-
-def str2bool(v: str) -> bool:
-    if str(v).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(v).lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+from core.runs.parsers import data_parser, model_parser, runtime_parser, str2bool  # noqa: F401 (re-exported)
 
 
 def training_parser() -> argparse.ArgumentParser:

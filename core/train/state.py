@@ -34,9 +34,11 @@ class ModelEma(nn.Module):
     ``ema.module`` is an eval-mode copy with no gradients.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999):
+    def __init__(self, model: nn.Module, decay: float = 0.9999, device: torch.device | str | None = None):
         super().__init__()
         self.module = copy.deepcopy(unwrap(model)).eval()
+        if device is not None:             # FT-CLIP's --model_ema_force_cpu: the average lives on the CPU
+            self.module.to(device)
         self.decay = float(decay)
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -46,7 +48,7 @@ class ModelEma(nn.Module):
         src = unwrap(model).state_dict()
         for k, v in self.module.state_dict().items():
             if v.is_floating_point():
-                v.lerp_(src[k].to(v.dtype), 1.0 - self.decay)
+                v.lerp_(src[k].to(device=v.device, dtype=v.dtype), 1.0 - self.decay)
             else:
                 v.copy_(src[k])
 
