@@ -101,7 +101,7 @@ def test_split_n_sums_worker_counts(digits_classifier, tmp_path):
     r = subprocess.run([torchrun, "--nproc_per_node=2", f"--master_port={free_port()}", "--", "certify.py", "digits",
                         digits_classifier, str(out), "--sigmas", str(sigma), "--N0", str(n0), "--N", str(n),
                         "--skip", "40", "--batch", "64", "--device", "cpu", "--split_n", "--alpha", "0.01",
-                        "--denoiser", "none"],
+                        "--denoiser", "none", "--protocol", "cohen"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(out, sep="\t")

@@ -121,7 +121,8 @@ def test_the_property_can_fail(finished, tmp_path):
     caught (what main did before issue 13), and so is one that rewrote the kept rows."""
     clf, tsv, sidecar, reference = finished
     lines = tsv.split(b"\n")
-    bad = b"\n".join(lines[:2] + [b"61\t4\t4\t0.3\t1\t0:00:00.002"] + lines[2:])
+    foreign = b"61" + lines[1][lines[1].index(b"\t"):]  # a row of this run's columns, of an example it never selects
+    bad = b"\n".join(lines[:2] + [foreign] + lines[2:])
     (tmp_path / "out.tsv").write_bytes(bad)
     with pytest.raises(AssertionError, match="foreign row"):
         check_outcome(type("R", (), {"rc": 0})(), {}, str(tmp_path), bad, reference)
