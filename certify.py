@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from core.cascade import MultiScaleSmooth
-from core.runs import analysis, loop, parsers, setup
+from core.runs import analysis, compat, loop, parsers, setup
 from core.smoothing import Smooth
 from core.stats import floor_radius
 
@@ -46,6 +46,8 @@ def main(args: argparse.Namespace) -> str | None:
     columns = list(SINGLE_COLUMNS if single else CASCADE_COLUMNS)
     if args.adaptive:
         columns.insert(columns.index("time"), "n_used")
+    if args.columns == "cadis":                  # FT-CADIS's file: correct_num (running total), True/False
+        columns = compat.ftcadis_columns(args, single, columns)
     job = setup.setup(args, sigmas, outfile=args.outfile, columns=columns)
     adaptive_kw = {"radius_grid": args.radius_grid} if args.radius_grid else {}
 
@@ -84,6 +86,8 @@ def main(args: argparse.Namespace) -> str | None:
                 row["n_used"] = res.n_used
             return row
 
+    if args.columns == "cadis":
+        process = compat.running_correct(args, process)
     path = loop.execute(job, process, desc="certify")
     if path is not None:
         analysis.print_summary(path, args.summary_radii, outfile=args.outfile)
@@ -91,4 +95,4 @@ def main(args: argparse.Namespace) -> str | None:
 
 
 if __name__ == "__main__":
-    parsers.run_cli(main, get_args_parser())
+    parsers.run_cli(main, get_args_parser(), form="certify")

@@ -73,7 +73,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Train; returns the last epoch's log row."""
+    """Train (or --eval: Salman's test_denoiser.py); returns the last epoch's log row."""
     return run(args)
 
 

@@ -56,6 +56,8 @@ def main(args: argparse.Namespace):
     parsers.check_args(args)
     if not (args.sigma > 0 and math.isfinite(args.sigma)):
         raise MsrsError(f"sigma must be a finite number > 0, got {args.sigma}")
+    if args.columns not in COLUMNS:
+        raise MsrsError(f"--columns {args.columns} is certify.py's only: predict_ddpm.py writes {' or '.join(COLUMNS)}")
     return predict.run_datasets(args, run_one, tag=f"N{args.N}_{args.sigma}")
 
 

@@ -92,7 +92,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="resume from OUTPUT_DIR/checkpoint-last.pt when it exists (default: the protocol's; "
                         "MDDS / FT-CLIP resume by default)")
     g.add_argument("--no_auto_resume", action="store_false", dest="auto_resume", help="start afresh (MDDS)")
-    g.add_argument("--eval", action="store_true", help="only evaluate (--finetune / --resume weights)")
     g.add_argument("--disable_eval_during_finetuning", action="store_true")
     g.add_argument("--deepspeed", "--enable_deepspeed", dest="deepspeed", action="store_true",
                    help="train with a DeepSpeed engine (config written from these flags)")

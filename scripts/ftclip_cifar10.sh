@@ -7,14 +7,15 @@
 # the best (EMA) checkpoint (MDDS: 94.5 %).
 #
 # Usage: bash scripts/ftclip_cifar10.sh [--dry-run]
-# Env: CLIP_OPENAI (initial weights), DATA_PATH, CKPT_DIR, GPUS (1; the reference used 2); see scripts/lib.sh.
+# Env: CLIP_OPENAI (initial weights), DATA_PATH, CKPT_DIR, RUN_DIR (output folder), GPUS (1; the reference
+#      used 2); see scripts/lib.sh. scripts/ft_clip/cifar10.sh runs this with the MDDS paths.
 # Output: $CKPT_DIR/clip_cifar10/ (log.txt, checkpoint-last.pt, checkpoint-best/mp_rank_00_model_states.pt),
 #         the default CLIP_CIFAR10 of the certify/predict scripts. Rerunning resumes from checkpoint-last.pt.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "$@"
 require CLIP_OPENAI
 
-out="$CKPT_DIR/clip_cifar10"
+out="${RUN_DIR:-$CKPT_DIR/clip_cifar10}"
 dist train_clip.py --model CLIP_B16 --data cifar10 --data_path "$DATA_PATH" --finetune "$CLIP_OPENAI" \
   --batch_size 64 --update_freq "$(accum_for 2)" --lr 6e-4 --min_lr 1e-6 --warmup_epochs 10 --epochs 100 \
   --layer_decay 0.6 --weight_decay 0.05 --drop_path 0 --smoothing 0.1 --aa rand-m9-mstd0.5-inc1 --reprob 0.25 \

@@ -14,6 +14,7 @@
 #   LAUNCH         certify jobs: local | slurm (a job array of SHARDS shards + a dependent merge job,
 #                  scripts/slurm/*.sbatch) | submitit (scripts/submitit_certify.py)     (local)
 #   SHARDS         shards per certify job for LAUNCH=slurm|submitit                       (8)
+#   RUN_DIR        training scripts: the run's output folder (continue a run there)  (the script's own)
 #                  Slurm options: the SBATCH_* variables sbatch reads itself (SBATCH_PARTITION,
 #                  SBATCH_ACCOUNT, SBATCH_TIMELIMIT, SBATCH_GRES, ...), or edit scripts/slurm/*.sbatch.
 # Checkpoints (a missing one fails before anything runs, naming the variable and the path):
@@ -85,6 +86,82 @@ parse_args() {
 }
 
 is_dry() { [[ "$DRY_RUN" == 1 ]]; }
+
+# parse_ftcadis_args "$@": FT-CADIS's train_cifar10.sh / train_imagenet.sh flags, same names and meanings:
+#   --ngpus N (sets GPUS)  --noise S (train, and certify, at S only)  --blr LR  --batch B (per GPU)
+#   --accum_iter K  --lbd L  --num_noises M  --eps E  --weight_decay W  --weight_decay_end W
+#   --layer_decay D  --resume [--load_from CKPT]
+# and ours: --train-only (stop after training), --dry-run, --help. Sets FT_<NAME> (empty: not given;
+# the script then uses its recipe's value), FT_RESUME, TRAIN_ONLY.
+parse_ftcadis_args() {
+  local rest=() name
+  FT_NOISE='' FT_BLR='' FT_BATCH='' FT_ACCUM_ITER='' FT_LBD='' FT_NUM_NOISES='' FT_EPS='' FT_WEIGHT_DECAY=''
+  FT_WEIGHT_DECAY_END='' FT_LAYER_DECAY='' FT_LOAD_FROM='' FT_RESUME=0 TRAIN_ONLY=0
+  while (($#)); do
+    case "$1" in
+      --ngpus | --noise | --blr | --batch | --accum_iter | --lbd | --num_noises | --eps | --weight_decay | \
+      --weight_decay_end | --layer_decay | --load_from)
+        if (($# < 2)); then echo "$(basename "$0"): $1 needs a value" >&2; exit 2; fi
+        name="${1#--}"
+        if [[ "$name" == ngpus ]]; then GPUS="$2"; else printf -v "FT_${name^^}" '%s' "$2"; fi
+        shift 2 ;;
+      --resume) FT_RESUME=1; shift ;;
+      --train-only) TRAIN_ONLY=1; shift ;;
+      --eps_double | --warmup_eps)
+        echo "$(basename "$0"): $1 (doubling the attack radius) is not supported by train_clip.py" >&2; exit 2 ;;
+      *) rest+=("$1"); shift ;;
+    esac
+  done
+  if [[ -n "$FT_LOAD_FROM" && "$FT_RESUME" != 1 ]]; then
+    echo "$(basename "$0"): note: --load_from without --resume is ignored (as in FT-CADIS)" >&2
+    FT_LOAD_FROM=''
+  fi
+  if [[ "$FT_RESUME" == 1 && -n "$FT_LOAD_FROM" && -z "$FT_NOISE" ]]; then
+    echo "$(basename "$0"): --resume --load_from continues one run: give its --noise too" >&2; exit 2
+  fi
+  parse_args "${rest[@]+"${rest[@]}"}"
+}
+
+# ftcadis_recipe BATCH NUM_NOISES: after parse_ftcadis_args, set batch and num_noises (given, else the
+# recipe's BATCH and NUM_NOISES), accum (--accum_iter, else 16/GPUS: the recipe's 4 x 4 GPUs, so the
+# effective batch stays 128 on any GPU count) and sigmas (--noise, else the table's 0.25 0.50 1.00);
+# print the effective batch.
+ftcadis_recipe() {
+  batch="${FT_BATCH:-$1}"
+  num_noises="${FT_NUM_NOISES:-$2}"
+  accum="${FT_ACCUM_ITER:-$(accum_for 16)}"
+  echo "# effective batch $(effective_batch "$GPUS" "$batch" "$accum" "$num_noises") = ngpus $GPUS x batch $batch" \
+       "x accum_iter $accum // num_noises $num_noises"
+  sigmas=(0.25 0.50 1.00)
+  if [[ -n "$FT_NOISE" ]]; then sigmas=("$(printf '%.2f' "$FT_NOISE")"); fi
+}
+
+# ftcadis_run_dir DIR: the run folder of one sigma (DIR, or the folder of --load_from) and its resume flags.
+ftcadis_run_dir() {
+  ckpt="$1"
+  resume=()
+  if [[ -n "$FT_LOAD_FROM" ]]; then ckpt="$(dirname "$FT_LOAD_FROM")"; resume=(--load_from "$FT_LOAD_FROM"); fi
+}
+
+# mdds_ft_clip DATASET KEY "$@": MDDS's scripts/ft_clip/DATASET.sh: our FT-CLIP recipe (scripts/ftclip_DATASET.sh)
+# reading DATA and writing where MDDS does, OUTPUT/CLIP_ft/CLIP_openai/DATASET/KEY/base/<date>/ (or RUN_DIR).
+mdds_ft_clip() {
+  local dataset="$1" key="$2"
+  shift 2
+  case " $* " in *" --help "* | *" -h "*) usage; exit 0 ;; esac
+  export DATA_PATH="${DATA:-$DATA_PATH}"
+  export RUN_DIR="${RUN_DIR:-$OUT_DIR/CLIP_ft/CLIP_openai/$dataset/$key/base/$(date +%Y%m%d_%H%M%S)}"
+  exec bash "$SCRIPTS_DIR/ftclip_$dataset.sh" "$@"
+}
+
+# effective_batch GPUS BATCH ACCUM NUM_NOISES: FT-CADIS's rule, images per optimizer step
+# (ngpus x batch per GPU x accum_iter // num_noises: each step's batch holds num_noises copies per image).
+effective_batch() {
+  if (($2 % $4)); then
+    echo "$(basename "$0"): --batch $2 must be a multiple of --num_noises $4" >&2; exit 2
+  fi
+  echo "$(($1 * $2 * $3 / $4))"
+}
 
 # show CMD...: print the command, shell-quoted, on one line after "+ ".
 show() {

@@ -62,9 +62,14 @@ def test_import_contracts_catch_a_forbidden_import(tmp_path, module, line, contr
     assert r.returncode != 0 and "BROKEN" in r.stdout and contract in r.stdout, r.stdout[-3000:]
 
 
-def option_strings(path: Path):
-    """(flag, line) of every literal ``add_argument("--flag", ...)`` in a file."""
-    for node in ast.walk(ast.parse(path.read_text())):
+# The papers' own command lines (FT-CADIS, Salman et al., DensePure): each reference script's flags as that
+# script defines them (its names and defaults), translated to the native flags; once per paper form.
+PAPER_FORMS = ROOT / "core" / "runs" / "compat.py"
+
+
+def option_strings(path: Path | ast.AST):
+    """(flag, line) of every literal ``add_argument("--flag", ...)`` in a file (or a parsed function)."""
+    for node in ast.walk(path if isinstance(path, ast.AST) else ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
             for arg in node.args:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("-"):
@@ -72,7 +77,7 @@ def option_strings(path: Path):
 
 
 def test_every_flag_is_defined_once():
-    files = [ROOT / s for s in ENTRY_SCRIPTS] + sorted((ROOT / "core").rglob("*.py"))
+    files = [ROOT / s for s in ENTRY_SCRIPTS] + sorted(p for p in (ROOT / "core").rglob("*.py") if p != PAPER_FORMS)
     where: dict[str, list[str]] = {}
     for path in files:
         for flag, line in option_strings(path):
@@ -82,6 +87,15 @@ def test_every_flag_is_defined_once():
     for flag, files_ in FAMILY_FLAGS.items():
         assert {p.split(":")[0] for p in twice.pop(flag, [])} == files_, flag
     assert not twice, f"flags defined in more than one place: {twice}"
+
+
+def test_each_paper_form_defines_a_flag_once():
+    forms = [n for n in ast.parse(PAPER_FORMS.read_text()).body if isinstance(n, ast.FunctionDef)
+             and n.name.endswith("_parser") and n.name != "_paper_parser"]
+    assert len(forms) >= 5
+    for fn in forms:
+        flags = [flag for flag, _ in option_strings(fn)]
+        assert len(flags) == len(set(flags)), f"{fn.name} defines a flag twice"
 
 
 def test_the_flag_check_sees_a_second_definition(tmp_path):

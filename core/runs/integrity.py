@@ -39,7 +39,7 @@ NOT_IDENTITY = frozenset({
 })
 
 INT_COLUMNS = frozenset({"idx", "label", "predict", "correct", "pred0", "pred1", "pred_uc", "corr_uc", "stage",
-                         "n_used"})
+                         "n_used", "correct_num"})
 RADIUS_COLUMNS = frozenset({"radius"})  # a certified radius: finite and >= 0 (r_neg is signed)
 FLOAT_COLUMNS = frozenset({"conf", "c_max", "r_neg"}) | RADIUS_COLUMNS
 _INT = re.compile(r"-?\d+")
@@ -134,8 +134,12 @@ def check_fields(fields: Sequence[str], columns: Sequence[str]) -> str | None:
     """None if a row's fields fit the columns (types; radii finite and >= 0), else what is wrong."""
     if len(fields) != len(columns):
         return f"{len(fields)} fields, expected {len(columns)} ({' '.join(columns)})"
+    cadis = "correct_num" in columns                 # FT-CADIS's file (--columns cadis): correct is True/False
     for name, value in zip(columns, fields):
-        if name in INT_COLUMNS and not _INT.fullmatch(value):
+        if cadis and name == "correct":
+            if value not in ("True", "False"):
+                return f"correct {value!r} is not True or False"
+        elif name in INT_COLUMNS and not _INT.fullmatch(value):
             return f"{name} {value!r} is not an integer"
         if name in FLOAT_COLUMNS:
             if not _FLOAT.fullmatch(value) or not math.isfinite(float(value)):

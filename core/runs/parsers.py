@@ -17,6 +17,7 @@ import sys
 from typing import Callable
 
 from core.errors import MsrsError
+from core.runs import compat
 from core.runs.protocols import (
     ABSTAINS,
     COLUMNS,
@@ -185,8 +186,9 @@ def certify_parser() -> argparse.ArgumentParser:
                    help="floating-point-sound noise: exact Gaussian noise on the 8-bit grid of the input (which "
                         "must be j/255), certifying f o round (Voracek & Hein 2023; README)")
     g.add_argument("--columns", choices=COLUMNS, default=None,
-                   help="certify: cohen (one sigma: idx label predict radius correct time) or mdds (the cascade's, "
-                        "also for one sigma, as MDDS's certify.py); predict_ddpm: cohen (idx label predict correct "
+                   help="certify: cohen (one sigma: idx label predict radius correct time), mdds (the cascade's, "
+                        "also for one sigma, as MDDS's certify.py) or cadis (one sigma, FT-CADIS's: idx label predict "
+                        "radius correct_num correct time); predict_ddpm: cohen (idx label predict correct "
                         "time) or mdds (idx label pred0 pred1 correct time conf); default: the protocol's")
     g.add_argument("--abstain", choices=ABSTAINS, default=None,
                    help="predict_ddpm: an abstention counts as wrong (Cohen) or falls back to the clean prediction "
@@ -293,14 +295,23 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
-            argv: list[str] | None = None) -> None:
-    """Parse, run main, and turn user errors into one line on stderr and exit status 2 (no traceback)."""
-    args = parser.parse_args(argv)
+            argv: list[str] | None = None, form: str | None = None) -> None:
+    """Parse, run main, and turn user errors into one line on stderr and exit status 2 (no traceback).
+
+    ``form``: the script's name in ``core.runs.compat.ENTRIES``; its command line may then also be a
+    paper's (FT-CADIS, Salman et al., DensePure), run as the native command(s) it translates to."""
+    prog = os.path.basename(sys.argv[0]) if argv is None else ""
+    prog = parser.prog if prog in ("", "__main__.py") else prog
     try:
-        main(args)
+        if form is None:
+            runs = [parser.parse_args(argv)]
+        else:
+            t, runs = compat.parse(form, parser, argv)
+            for line in t.describe(prog):
+                print(line, file=sys.stderr)
+        for args in runs:
+            main(args)
     except MsrsError as e:
-        prog = os.path.basename(sys.argv[0]) if argv is None else ""
-        prog = parser.prog if prog in ("", "__main__.py") else prog
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -72,6 +72,7 @@ PRECISIONS = {
 COLUMNS = {
     "cohen": "idx label predict radius correct time",
     "mdds": "idx label predict radius r_neg correct pred_uc corr_uc stage time (also for one σ; −2 = undecided)",
+    "cadis": "idx label predict radius correct_num correct time (FT-CADIS certify.py: running total, True/False)",
 }
 PREDICT_COLUMNS = {
     "cohen": "idx label predict correct time",

@@ -58,6 +58,7 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.objective in DNCNN_OBJECTIVES,
          f"--objective must be one of {', '.join(DNCNN_OBJECTIVES)} (Salman's), got {args.objective}")
     resolve_ddpm_path(args)
+    need(not args.eval or args.mode == "dncnn" or bool(args.denoiser), "--eval evaluates --denoiser: pass it")
     epochs, batch, lr, wd, opt, ema = DEFAULTS[args.mode]
     args.epochs = epochs if args.epochs is None else args.epochs
     args.batch_size = batch if args.batch_size is None else args.batch_size
@@ -78,6 +79,10 @@ def check_args(args: argparse.Namespace) -> None:
              "--mode ddpm needs --denoiser_config NAME (a new model) or --denoiser PATH (continue one)")
         args.train_sigmas = sigmas_from_args(args) if (args.sigmas or any(
             getattr(args, n) for n in SIGMA_FLAGS)) else [0.25, 0.5, 1.0]
+    elif args.eval:
+        need(args.noise_sd >= 0, f"--noise_sd must be >= 0, got {args.noise_sd}")
+        need(bool(args.pretrained_denoiser), "--mode dncnn --eval evaluates --pretrained-denoiser: pass it")
+        args.train_sigmas = [args.noise_sd]
     else:
         need(args.noise_sd > 0, "--mode dncnn needs --noise_sd > 0 (Salman's default 0 is not a valid noise level)")
         need(args.objective == "mse" or bool(args.classifier),
@@ -89,13 +94,18 @@ def check_args(args: argparse.Namespace) -> None:
         need(bool(args.output_dir), "--resume without a path needs --output_dir")
 
 
-def build_data(args: argparse.Namespace):
-    """(train, test) pixel datasets: digits with random shifts; CIFAR crop + flip (Salman / improved-diffusion)."""
+def test_split(args: argparse.Namespace):
+    """The test set, or --eval_max of its images evenly spaced."""
     test = get_dataset(args.dataset, "test", args.data_path)
     if args.eval_max and len(test) > args.eval_max:
         step = len(test) // args.eval_max
         test = torch.utils.data.Subset(test, list(range(0, step * args.eval_max, step)))
-    return train_split(args.dataset, args.data_path, args.digits_shift, denoiser_transform(args.dataset)), test
+    return test
+
+
+def build_data(args: argparse.Namespace):
+    """(train, test) pixel datasets: digits with random shifts; CIFAR crop + flip (Salman / improved-diffusion)."""
+    return train_split(args.dataset, args.data_path, args.digits_shift, denoiser_transform(args.dataset)), test_split(args)
 
 
 def frozen_classifier(args: argparse.Namespace, device: torch.device) -> nn.Module | None:
@@ -151,12 +161,51 @@ def eval_denoiser(den_for_sigma, classifier, loader, device, sigmas, seed: int, 
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Train; returns the last epoch's log row."""
+    """Train (or --eval); returns the last epoch's log row (the evaluation's numbers with --eval)."""
     check_args(args)
     device = resolve_device(args.device)
     set_backend_flags(device, bool(args.tf32))
+    if args.eval:
+        return evaluate_only(args, device)
     with processes(device) as (rank, world):
         return _run(args, device, rank, world)
+
+
+def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict:
+    """--eval (Salman's test_denoiser.py): at each sigma, the denoiser's MSE and, with --classifier, the accuracy
+    of f(D(x+δ)) and of f(x+δ); the first image of the last batch, clean and denoised, to OUTPUT_DIR."""
+    from torchvision.utils import save_image
+    test = test_split(args)
+    loader = engine.make_loader(test, args.batch_size, train=False, seed=args.seed, num_workers=args.num_workers)
+    classifier, amp_dtype = frozen_classifier(args, device), resolve_amp(args.amp, device)
+    if args.mode == "dncnn":
+        dncnn = build_dncnn(args)[0].to(device).eval()
+    else:
+        model, diffusion, _ = build_diffusion(args)
+        model.to(device).eval()
+
+    def den_for_sigma(s: float) -> nn.Module:
+        return dncnn if args.mode == "dncnn" else DiffusionDenoiser(model, diffusion, s)
+    row = eval_denoiser(den_for_sigma, classifier, loader, device, args.train_sigmas, args.seed, amp_dtype)
+    if classifier is not None:
+        bare = eval_denoiser(lambda s: nn.Identity(), classifier, loader, device, args.train_sigmas, args.seed,
+                             amp_dtype)
+        row.update({f"{k}_without_denoiser": v for k, v in bare.items() if k.startswith("acc_")})
+    for s in args.train_sigmas:
+        print(f"MSE of the denoiser is {row[f'mse_{s:g}']}")
+        if classifier is not None:
+            print(f"Accuracy WITH denoiser at noise of {s:.2f} is {row[f'acc_{s:g}']}")
+            print(f"Accuracy WITHOUT denoiser at noise of {s:.2f} is {row[f'acc_{s:g}_without_denoiser']}")
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        s = args.train_sigmas[-1]
+        x = test[(len(test) - 1) // args.batch_size * args.batch_size][0].unsqueeze(0).to(device)
+        g = torch.Generator(device=device).manual_seed(args.seed)
+        with torch.no_grad():
+            x_hat = den_for_sigma(s)(x + s * torch.randn(x.shape, generator=g, device=device)).float().clamp(0, 1)
+        save_image(x[0], os.path.join(args.output_dir, "clean.png"))
+        save_image(x_hat[0], os.path.join(args.output_dir, "denoised.png"))
+    return row
 
 
 def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) -> dict:

@@ -47,6 +47,9 @@ def training_parser() -> argparse.ArgumentParser:
                    help="where logs and checkpoints go (empty: nothing is saved)")
     g.add_argument("--export", default=None, help="write the final model (with its EMA) in our self-describing format")
     g.add_argument("--save_ckpt_freq", type=int, default=1, help="write checkpoint-last.pt every N epochs")
+    g.add_argument("--eval", action="store_true",
+                   help="only evaluate: train_clip.py the --finetune / --resume weights; finetune_diffusion.py the "
+                        "denoiser (--pretrained-denoiser, --denoiser), alone and in front of --classifier")
     g.add_argument("--resume", nargs="?", const="auto", default="",
                    help="resume from a checkpoint-last.pt (no value: OUTPUT_DIR/checkpoint-last.pt if it exists)")
     return p
