@@ -26,6 +26,12 @@ def reference(digits_classifier, tmp_path_factory):
     return rows(out)
 
 
+def _sigint_default() -> None:
+    """A job started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored,
+    and Python then leaves it ignored: give the child the default disposition, as a terminal's Ctrl-C finds it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def n_rows(path) -> int:
     try:
         with open(path, "rb") as f:
@@ -43,7 +49,8 @@ def test_stopped_at_a_random_moment_then_resumed_gives_identical_rows(sig, phase
     out = tmp_path / "out.tsv"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.Popen([sys.executable, "certify.py", "digits", digits_classifier, str(out), *RUN], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_sigint_default)
     if phase == "starting":  # anywhere from the launch to the first rows (imports, set-up, model loading)
         time.sleep(rng.uniform(0.0, 4.0))
         target = None
