@@ -36,10 +36,7 @@ def execute(job: Job, process: Callable[[int, torch.Tensor, int], dict], desc: s
     rank, world, distributed = job.world
     if job.split is not None:  # every rank works on every example; rank 0 alone writes
         return _execute_split(job, process, desc)
-    meta = {"args": _resolved(args), "checkpoints": plan.identity["models"], "flags": job.flags,
-            "protocol": getattr(args, "protocol_record", None)}
-    if world > 1:
-        meta.update(rank=rank, world=world, indices=plan.expected)
+    meta = _sidecar_meta(job, **(dict(rank=rank, world=world, indices=plan.expected) if world > 1 else {}))
     _write_rows(job, files.ResultWriter(plan, meta, job.model_name), process,
                 f"{desc} [{rank}/{world}]" if world > 1 else desc)
     if not distributed or world == 1:
@@ -57,6 +54,13 @@ def execute(job: Job, process: Callable[[int, torch.Tensor, int], dict], desc: s
 
 def _resolved(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+
+
+def _sidecar_meta(job: Job, **extra: Any) -> dict[str, Any]:
+    """What the sidecar records beside the run's identity: the resolved arguments, the model hashes, the
+    numerics flags, the resolved protocol, and the process's place in a sharded or split run."""
+    return {"args": _resolved(job.args), "checkpoints": job.plan.identity["models"], "flags": job.flags,
+            "protocol": getattr(job.args, "protocol_record", None), **extra}
 
 
 def _write_rows(job: Job, writer: files.ResultWriter | None, process: Callable, desc: str, show: bool = True,
@@ -100,9 +104,7 @@ def _execute_split(job: Job, process: Callable, desc: str) -> str | None:
     dist.barrier()  # every rank has checked OUTFILE before rank 0 writes
     writer = None
     if rank == 0:
-        writer = files.ResultWriter(job.plan, {"args": _resolved(job.args), "checkpoints": job.plan.identity["models"],
-                                               "flags": job.flags, "protocol": getattr(job.args, "protocol_record", None),
-                                               "split_n_world": job.split.world}, job.model_name)
+        writer = files.ResultWriter(job.plan, _sidecar_meta(job, split_n_world=job.split.world), job.model_name)
     todo = [job.plan.todo]
     dist.broadcast_object_list(todo, src=0)
     _write_rows(job, writer, process, desc, show=rank == 0, todo=todo[0])
