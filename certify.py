@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cascade import MultiScaleSmooth
 from core.runs import analysis, compat, loop, parsers, setup
-from core.smoothing import Smooth
 from core.stats import floor_radius
 
 SINGLE_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
@@ -52,8 +50,7 @@ def main(args: argparse.Namespace) -> str | None:
     adaptive_kw = {"radius_grid": args.radius_grid} if args.radius_grid else {}
 
     if single:
-        smooth = Smooth(job.base_classifier(sigmas[0]), job.info.num_classes, sigmas[0], split=job.split,
-                        noise_sigma=job.noise_sigma(sigmas[0]), sound=args.sound)
+        smooth = job.smooth(sigmas[0])
         batch = job.batch_size(sigmas[0], args.N)
 
         def process(idx, x, label):
@@ -67,9 +64,7 @@ def main(args: argparse.Namespace) -> str | None:
                 row["n_used"] = n_used
             return row
     else:
-        ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
-                              split=job.split, alpha_rule=args.cascade_alpha, noise_sigmas=job.noise_sigmas(),
-                              sound=args.sound)
+        ms = job.cascade(args.skip_p, alpha_rule=args.cascade_alpha)
         batch = min(job.batch_size(s, args.N) for s in sigmas)
 
         def process(idx, x, label):

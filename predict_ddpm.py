@@ -15,7 +15,7 @@ import math
 
 from core.errors import MsrsError
 from core.runs import loop, parsers, predict, setup
-from core.smoothing import ABSTAIN, Smooth
+from core.smoothing import ABSTAIN
 
 COLUMNS = {"mdds": ["idx", "label", "pred0", "pred1", "correct", "time", "conf"],
            "cohen": ["idx", "label", "predict", "correct", "time"]}
@@ -34,8 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     job = setup.setup(args, [args.sigma], dataset, outfile=outfile, columns=COLUMNS[args.columns])
-    smooth = Smooth(job.base_classifier(args.sigma), job.info.num_classes, args.sigma, split=job.split,
-                    noise_sigma=job.noise_sigma(args.sigma), sound=args.sound)
+    smooth = job.smooth(args.sigma)
     batch = job.batch_size(args.sigma, args.N)
 
     def process(idx, x, label):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-from core.cascade import MultiScaleSmooth
 from core.errors import MsrsError
 from core.runs import loop, parsers, predict, setup
 
@@ -31,8 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def run_one(args: argparse.Namespace, dataset: str, outfile: str) -> str | None:
     sigmas = parsers.sigmas_from_args(args)
     job = setup.setup(args, sigmas, dataset, outfile=outfile, columns=COLUMNS)
-    ms = MultiScaleSmooth({s: job.base_classifier(s) for s in sigmas}, job.info.num_classes, p0=args.skip_p,
-                          split=job.split, noise_sigmas=job.noise_sigmas(), sound=args.sound)
+    ms = job.cascade(args.skip_p)
     batch = min(job.batch_size(s, args.N) for s in sigmas)
 
     def process(idx, x, label):

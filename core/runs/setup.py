@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from core.blackbox import LogReplay
+from core.cascade import MultiScaleSmooth
 from core.denoise import DenoiseThenClassify
 from core.errors import MsrsError
 from core.noise import grid_indices
@@ -23,7 +24,7 @@ from core.runs.blackbox import read_query_log
 from core.runs.loaders import checkpoint_hashes, load_denoisers, resolve_denoiser_args
 from core.runs.parsers import check_denoiser_args, parse_shard
 from core.runs.protocols import is_imagenet_family, resolve_protocol
-from core.smoothing import SplitCounts, example_generator
+from core.smoothing import Smooth, SplitCounts, example_generator
 from datasets import dataset_info, get_dataset, resolve_corruptions
 from models.classifiers import LogitMask, configure_preprocess, load_classifier
 
@@ -184,8 +185,17 @@ class Job:
         self.base_classifier(sigma)
         return float(getattr(self._denoisers[sigma], "noise_sigma", sigma))
 
-    def noise_sigmas(self) -> dict[float, float]:
-        return {s: self.noise_sigma(s) for s in self.sigmas}
+    def smooth(self, sigma: float) -> Smooth:
+        """Cohen's smoothed classifier at level sigma over this run's base classifier (its noise level,
+        --sound, --split_n)."""
+        return Smooth(self.base_classifier(sigma), self.info.num_classes, sigma, split=self.split,
+                      noise_sigma=self.noise_sigma(sigma), sound=self.args.sound)
+
+    def cascade(self, p0: float, **kw: Any) -> MultiScaleSmooth:
+        """The MDDS cascade over the run's sigmas (largest first), as `smooth` builds each level."""
+        return MultiScaleSmooth({s: self.base_classifier(s) for s in self.sigmas}, self.info.num_classes, p0=p0,
+                                split=self.split, noise_sigmas={s: self.noise_sigma(s) for s in self.sigmas},
+                                sound=self.args.sound, **kw)
 
     def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
