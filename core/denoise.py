@@ -143,7 +143,7 @@ class DiffusionDenoiser(nn.Module):
         self.t_float = densepure_t(ac, self.sigma, schedule, T) if t_rule == "densepure" else t_star_for_sigma(ac, sigma)
         self.t_star = int(round(self.t_float))
         ab = float(ac[self.t_star])
-        self.sqrt_ab, self.sqrt_recip_ab, self.sqrt_recipm1_ab = math.sqrt(ab), math.sqrt(1 / ab), math.sqrt(1 / ab - 1)
+        self.sqrt_recip_ab, self.sqrt_recipm1_ab = math.sqrt(1 / ab), math.sqrt(1 / ab - 1)
         # what multiplies u = 2(x+δ) − 1 to make x_t
         self.x_t_scale = x_t_scale("exact" if noise == "densepure" else "schedule", ac, self.t_star, self.sigma)
         # the pixel noise Smooth must draw (q_sample: the schedule's, slightly above σ)

@@ -70,27 +70,22 @@ def classifier_transform(args: argparse.Namespace, image_size: int):
     return tf
 
 
-def crop_flip_transform(dataset: str) -> Callable | None:
-    """FT-CADIS's classifier augmentation (datasets.py): CIFAR RandomCrop(32, padding=4) + flip, ImageNet
-    RandomResizedCrop(224) (torchvision's defaults: scale (0.08, 1), bilinear) + flip, then ToTensor; no
-    RandAugment, colour jitter or random erasing."""
+def crop_flip_transform(dataset: str, imagenet_scale: tuple[float, float] = (0.08, 1.0)) -> Callable | None:
+    """Crop + flip, then ToTensor; no RandAugment, colour jitter or random erasing. CIFAR RandomCrop(32,
+    padding=4), ImageNet RandomResizedCrop(224) (bilinear) with ``imagenet_scale``; None for other datasets
+    (digits: ``RandomShift``). FT-CADIS's classifier augmentation (datasets.py) is the default, torchvision's
+    scale (0.08, 1); the denoiser recipes (Salman / improved-diffusion) use `denoiser_transform`."""
     from torchvision import transforms as T
     if dataset == "cifar10":
         return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), ToPixels()])
     if dataset == "imagenet":
-        return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), ToPixels()])
+        return T.Compose([T.RandomResizedCrop(224, scale=imagenet_scale), T.RandomHorizontalFlip(), ToPixels()])
     return None
 
 
 def denoiser_transform(dataset: str) -> Callable | None:
-    """The denoiser recipes' augmentation: CIFAR crop + flip (Salman / improved-diffusion), ImageNet
-    random-resized crop + flip; None for other datasets (digits: ``RandomShift``)."""
-    from torchvision import transforms as T
-    if dataset == "cifar10":
-        return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), ToPixels()])
-    if dataset == "imagenet":
-        return T.Compose([T.RandomResizedCrop(224, scale=(0.35, 1)), T.RandomHorizontalFlip(), ToPixels()])
-    return None
+    """The denoiser recipes' augmentation: crop + flip, ImageNet's random-resized crop at scale (0.35, 1)."""
+    return crop_flip_transform(dataset, imagenet_scale=(0.35, 1.0))
 
 
 def train_split(dataset: str, data_path: str, digits_shift: int, transform: Callable | None):

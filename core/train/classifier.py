@@ -20,7 +20,7 @@ from torch import nn
 
 from core import objectives
 from core.errors import MsrsError
-from core.runs.loaders import load_denoiser
+from core.runs.loaders import load_denoisers
 from core.runs.parsers import need, resolve_ddpm_path
 from core.runs.protocols import TRAIN_RECIPES
 from core.runs.setup import amp_dtype as resolve_amp
@@ -194,12 +194,10 @@ def build_objective(args: argparse.Namespace, device: torch.device):
         obj = partial(objectives.consistency, sigma=args.sigma, num_noises=args.num_noises, lbd=args.consistency_lbd,
                       eta=args.eta, smoothing=args.smoothing)
         return (lambda model, x, y: obj(model, x, y)), noisy_input(args.test_sigma, None, args.seed)
-    den = load_denoiser(args.denoiser, config=args.denoiser_config, sigma=args.sigma, trust=args.trust_checkpoint)
-    den = den.to(device).eval().requires_grad_(False)
-    test_den = den
-    if args.test_sigma != args.sigma:
-        test_den = load_denoiser(args.denoiser, config=args.denoiser_config, sigma=args.test_sigma,
-                                 trust=args.trust_checkpoint).to(device).eval().requires_grad_(False)
+    # the checkpoint read once; the training and the evaluation sigma's denoisers share its network
+    dens = load_denoisers(args.denoiser, sorted({args.sigma, args.test_sigma}), config=args.denoiser_config,
+                          trust=args.trust_checkpoint)
+    den, test_den = (dens[float(s)].to(device).eval().requires_grad_(False) for s in (args.sigma, args.test_sigma))
 
     def cadis(model, x, y):
         return objectives.ft_cadis(model, den, x, y, args.sigma, args.num_noises, args.lbd, args.eps,

@@ -246,9 +246,13 @@ def _run(args: argparse.Namespace, device: torch.device, rank: int, world: int) 
 
     # objective(model, x, y): `model` is what the engine trains (the UNet / DnCNN, maybe DDP-wrapped)
     if args.mode == "mdds":
+        built: dict = {}                        # the denoisers of the model the engine trains, built once
+
         def objective(m, x, y):
-            dens = [DiffusionDenoiser(m, diffusion, s) for s in args.train_sigmas]
-            return objectives.mdds_diffusion(dens, classifier, x, y, args.num_noises, args.ac_weight, args.diff_weight)
+            if built.get("model") is not m:
+                built.update(model=m, dens=[DiffusionDenoiser(m, diffusion, s) for s in args.train_sigmas])
+            return objectives.mdds_diffusion(built["dens"], classifier, x, y, args.num_noises, args.ac_weight,
+                                             args.diff_weight)
     elif args.mode == "ddpm":
         def objective(m, x, y):
             return objectives.ddpm(m, diffusion, x, args.t_max or None)
