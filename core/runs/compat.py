@@ -429,7 +429,7 @@ FORMS: dict[str, Form] = {
                       conflicts=CASCADE_FLAGS),
     "salman_train": Form("Salman et al.", "finetune_diffusion", "salman", _salman_train_parser, _salman_train,
                          no_effect=("--gpu", "--print-freq", "--azure_datastore_path", "--philly_imagenet_path"),
-                         conflicts=("--mode", "--output_dir", "--sigma25", "--sigma50", "--sigma100", "--sigmas")),
+                         conflicts=("--mode", "--output_dir", *CASCADE_FLAGS)),
     "salman_test": Form("Salman et al.", "finetune_diffusion", "salman", _salman_test_parser, _salman_test,
                         no_effect=("--gpu", "--print-freq"),
                         conflicts=("--mode", "--output_dir", "--classifier", "--pretrained-denoiser")),
@@ -510,7 +510,7 @@ def translate(entry: str, argv: list[str], parser: argparse.ArgumentParser) -> T
                         f"({' '.join(marks)}): use one of them (see {PAGE})")
     _check_no_positionals(entry, form.paper, rest, parser, marks)
     runs = [r + _protocol_flag(form, parser, rest) for r in form.to_native(ns)]
-    given = {a.dest for a in paper._actions for t in argv for s in a.option_strings if t == s or t.startswith(s + "=")}
+    given = {a.dest for a in paper._actions if _has(argv, a.option_strings)}
     no_effect = [f for f in form.no_effect if paper._option_string_actions[f.split("/")[-1]].dest in given]
     return Translation(name, form.entry, [r + rest for r in runs], no_effect)
 

@@ -204,9 +204,9 @@ def certify_parser() -> argparse.ArgumentParser:
     return p
 
 
-def certify_family(n_default: int | None = None) -> list[argparse.ArgumentParser]:
+def certify_family() -> list[argparse.ArgumentParser]:
     """The parents of certify.py, predict_ddpm.py and predict_mdds.py."""
-    return [data_parser(), model_parser(), sigma_parser(), noise_parser(n_default), certify_parser(), runtime_parser()]
+    return [data_parser(), model_parser(), sigma_parser(), noise_parser(), certify_parser(), runtime_parser()]
 
 
 def sigmas_from_args(args: argparse.Namespace) -> list[float]:
