@@ -38,7 +38,6 @@ def main(args: argparse.Namespace) -> str | None:
     setup.resolve_run(args, "certify")
     parsers.check_args(args)
     sigmas = parsers.sigmas_from_args(args)
-    loop.check_outfile(args.outfile, args.resume)
     # MDDS writes its cascade (one level) for one sigma too; a black-box query log has no clean answers for it
     single = len(sigmas) == 1 and (args.columns != "mdds" or args.classifier.startswith("querylog:"))
     columns = list(SINGLE_COLUMNS if single else CASCADE_COLUMNS)

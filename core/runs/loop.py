@@ -13,15 +13,10 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from core.runs import files, integrity
+from core.runs import files
 from core.runs.progress import progress
 from core.runs.setup import Job
 from core.runs.shards import merge_run
-
-
-def check_outfile(outfile: str, resume: bool) -> None:
-    """Fail before any model is loaded if OUTFILE cannot be written, or exists and --resume was not given."""
-    integrity.check_output_path(outfile, resume=resume)
 
 
 def execute(job: Job, process: Callable[[int, torch.Tensor, int], dict], desc: str = "certify") -> str | None:

@@ -13,7 +13,6 @@ import pandas as pd
 
 from core.runs.files import atomic_write_text
 from core.runs.integrity import check_output_path
-from core.runs.loop import check_outfile
 from datasets import resolve_corruptions
 
 
@@ -27,7 +26,6 @@ def run_datasets(args: argparse.Namespace, run_one: Callable[[argparse.Namespace
     like MDDS's predict_*.py, an accuracy CSV (one row [dataset, accuracy %] per run) beside the rows."""
     results: dict[str, float] = {}
     if args.dataset != "cifar10c":
-        check_outfile(args.outfile, args.resume)
         outdir = os.path.dirname(args.outfile) or "."
         path = run_one(args, args.dataset, args.outfile)
         if path == args.outfile:

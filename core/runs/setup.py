@@ -244,6 +244,7 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     """Everything a run needs, checked before any model is built: the device, the dataset and the example
     selection, the denoiser arguments, the model files (hashed: the run's identity) and OUTFILE (a
     resume must continue this very run); then the classifier (denoisers are built lazily, per sigma)."""
+    integrity.check_output_path(outfile, resume=args.resume)  # first: a wrong OUTFILE costs no dataset read
     name = dataset_name or args.dataset
     device = resolve_device(args.device)
     amp = amp_dtype(args.amp, device)
@@ -294,10 +295,9 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
 def plan_run(args: argparse.Namespace, sigmas: list[float], amp: torch.dtype | None, outfile: str,
              columns: list[str], indices: list[int], world: tuple[int, int],
              split: SplitCounts | None) -> files.OutfilePlan:
-    """The run's identity and what it will do with its file (OUTFILE, or this rank's part of it): checks
-    the output paths and, on --resume, that the existing rows are this run's. Writes nothing."""
+    """The run's identity and what it will do with its file (OUTFILE, checked by `setup`, or this rank's
+    part of it): checks a part's path and, on --resume, that the existing rows are this run's. Writes nothing."""
     rank, size = world
-    integrity.check_output_path(outfile, resume=args.resume)
     sharded = size > 1 and split is None
     path = files.part_path(outfile, rank, size) if sharded else outfile
     if sharded:
