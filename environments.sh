@@ -3,8 +3,8 @@
 #
 # torch/torchvision go in with pip, which takes them from this machine's wheel files where they lie on disk
 # (and otherwise from PyPI); everything else with uv (from PyPI; parallel downloads, about 3x faster than pip
-# here: 9 s instead of 25 s), falling back to pip when uv cannot be installed or fails. --no-compile: Python
-# compiles the modules it imports on first use instead of all of torch's at install time (saves ~40 s).
+# here: 9 s instead of 25 s), falling back to pip when uv cannot be installed or fails. --no-compile: only the
+# modules msrs imports are compiled to bytecode (below), not all of torch's at install time (saves ~40 s).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -26,5 +26,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "${pip[@]}" --no-build-isolation -r requirements.txt
     "${pip[@]}" --no-deps --no-build-isolation -e .
   fi
+  # --no-compile skipped the bytecode: write it for the modules msrs imports (8 s, where compiling all of
+  # torch at install takes ~40 s), also where PYTHONDONTWRITEBYTECODE is set (then nothing is ever cached and
+  # every process compiles torch's modules again: +4 s per start)
+  env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -c \
+    "import certify, predict_ddpm, predict_mdds, analyze, train_clip, finetune_diffusion, core.runs.showcase, matplotlib.pyplot"
   echo "$want" > "$stamp"
 fi
