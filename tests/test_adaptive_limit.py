@@ -83,3 +83,17 @@ def test_the_clairvoyant_sprt_attains_the_limit_up_to_its_overshoot(p, t, power)
     u, v = np.log(p / t), np.log((1 - p) / (1 - t))
     assert draws * bernoulli_kl(p, t) <= bernoulli_kl(pi_p, pi_t) + pi_p * u + (1 - pi_p) * abs(v) + 1e-9
     assert limit <= draws <= 1.02 * limit
+
+
+def test_bench_reports_the_limit_and_the_sprt_against_it(capsys):
+    # The bench's wiring on a few rows: every single-sigma row carries the limit and its ratios in the table, and
+    # the SPRT it runs (sound, power >= P_fix) never spends less than the limit at that power (Wald's theorem).
+    from bench.adaptive_samples import DEFAULT_LOGS, main
+    path, sigma = DEFAULT_LOGS[1]
+    results = main(["--log", str(path), "--sigma", str(sigma), "--log_n", "10000", "--log_alpha", "0.001",
+                    "--rows", "40", "--reps", "1", "--sprt", "2", "--N", "5000"])
+    table = capsys.readouterr().out.split("\n| inputs")[1]
+    for r in results:
+        assert r["M"] * 100 <= r["limit"] and r["achieved"]["K"] == 2
+        assert r["achieved"]["limit"] <= r["achieved"]["sprt"] and r["achieved"]["worst_alpha"] <= ALPHA
+        assert f"| {r['limit'] / r['oracle']:.2f} | {r['adaptive'] / r['limit']:.2f} |" in table
