@@ -69,6 +69,8 @@ def set_backend_flags(device: torch.device, tf32: bool = False) -> dict[str, Any
         torch.backends.cudnn.benchmark = True
         flags.update(tf32_matmul=bool(tf32), cudnn_tf32=torch.backends.cudnn.allow_tf32, cudnn_benchmark=True,
                      gpu=torch.cuda.get_device_name(device))
+    elif device.type == "cpu":
+        flags["cpu_malloc_keep"] = speed.keep_freed_memory()
     return flags
 
 

@@ -10,6 +10,9 @@ fused kernels are not bit-identical either).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from typing import Callable
 
 import torch
@@ -30,6 +33,30 @@ def use_channels_last(device: torch.device | str, amp: torch.dtype | None) -> bo
 def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
     """Convert the 4-D parameters and buffers (conv weights) in place; convolutions then propagate NHWC."""
     return module.to(memory_format=torch.channels_last)
+
+
+CPU_MALLOC_KEEP = 1 << 30   # bytes: glibc keeps freed blocks up to this size for the next batch
+
+
+def keep_freed_memory() -> bool:
+    """CPU: let glibc's malloc keep the large blocks a batch frees (the activations of the next batch have the
+    same sizes) instead of returning them to the OS and faulting fresh pages in on every batch.
+
+    glibc serves blocks above its mmap threshold (at most 32 MiB by its own rule, less than one activation of a
+    500-image batch) with mmap and unmaps them on free; raising M_MMAP_THRESHOLD and M_TRIM_THRESHOLD
+    (mallopt) turns that into reuse: 27 s -> 20 s for a digits certify run on 2 cores, system time 11 s -> 1 s
+    (measured in this session). Numbers are unchanged: only where the memory comes from. Returns whether it
+    was applied (False off glibc: macOS, musl, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3      # glibc's <malloc.h> constants
+    return bool(mallopt(m_mmap_threshold, CPU_MALLOC_KEEP)) and bool(mallopt(m_trim_threshold, CPU_MALLOC_KEEP))
 
 
 def synchronize(device: torch.device | str) -> None:
