@@ -28,19 +28,21 @@ earlier stage j needs for its off-class cap -r_j >= r (both at alpha_k). The ora
 radius is out of reach; a real procedure has to learn it (``bench/adaptive_frontier.py`` measures that part).
 
 **The limit (Wald), single sigma.** The oracle is not attainable even by someone who knows p_A: it credits
-the hits at their expected count, and a fixed-n test at the oracle's n certifies only about half the time.
-What is attainable: let t = Phi(r_fix / sigma). Any sound procedure (a stopping time tau and a decision,
-certifying r_fix with probability <= alpha when p = t) that certifies r_fix with probability q > alpha under
-p_A needs E_{p_A}[tau] KL(p_A || t) = E_{p_A}[S_tau] >= d(q || alpha) = q ln(q / alpha) + (1 - q) ln((1 - q)
-/ (1 - alpha)) draws (Wald 1945: Wald's identity for the log likelihood ratio S of p_A against t, then the
-data-processing inequality on the decision; KL, d: Bernoulli KL divergences), and the sequential
-probability ratio test of t against p_A attains it up to the overshoot of its boundaries (no test with
-these error rates needs fewer: Wald & Wolfowitz 1948). The limit per input is n0 + d(P_fix || alpha) /
-KL(p_A || t), P_fix = P(Bin(N, p_A) >= k*) with k* the fewest hits whose Clopper-Pearson bound at
-(N, alpha) reaches t: the expected cost of certifying r_fix exactly as often as fixed N does, for one who
-knows p_A (n0 alone where fixed N abstains at expected counts). The goal "within .25 point of fixed N"
-allows a little less (d grows with q). ``--sprt K`` computes that SPRT exactly on K random inputs per log
-(boundaries valid at alpha at t, power >= P_fix) as the achieved reference. The cascade's limit is not given.
+the hits at their expected count, and a fixed-n test at the oracle's n certifies only when the hits reach
+it (about half the time, unless nearly every draw is a hit). What is attainable: let t = Phi(r_fix / sigma).
+Any sound procedure (a stopping time tau and a decision, certifying r_fix with probability <= alpha when
+p = t) that certifies r_fix with probability q > alpha under p_A needs E_{p_A}[tau] >= d(q || alpha) /
+KL(p_A || t) draws, d(q || alpha) = q ln(q / alpha) + (1 - q) ln((1 - q) / (1 - alpha)) (KL, d: Bernoulli
+KL divergences), since E_{p_A}[tau] KL(p_A || t) = E_{p_A}[S_tau] >= d(q || alpha) (Wald 1945: Wald's
+identity for the log likelihood ratio S of p_A against t, then the data-processing inequality on the
+decision); the sequential probability ratio test of t against p_A attains it up to the overshoot of its
+boundaries (no test with these error rates needs fewer: Wald & Wolfowitz 1948). The limit per input is
+n0 + d(P_fix || alpha) / KL(p_A || t), P_fix = P(Bin(N, p_A) >= k*) with k* the fewest hits whose
+Clopper-Pearson bound at (N, alpha) reaches t: the expected cost of certifying r_fix exactly as often as
+fixed N does, for one who knows p_A (n0 alone where fixed N abstains at expected counts). The goal "within
+.25 point of fixed N" allows a little less (d grows with q). ``--sprt K`` computes that SPRT exactly on K
+random inputs per log (boundaries valid at alpha at t, power >= P_fix) as the achieved reference. The
+cascade's limit is not given.
 
 Forward passes include the n0 selection draws. The certified-accuracy gap (adaptive - fixed, percentage
 points) is given at every grid radius with its paired standard error.
