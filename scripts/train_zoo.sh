@@ -19,7 +19,7 @@
 #
 # Environment overrides (tests use tiny values): PYTHON, ZOO_OUT (default models/zoo), ZOO_WORK
 # (logs and resumable checkpoints; default $TMPDIR/msrs_zoo_work, emptied first), SEED, CNN_EPOCHS (30),
-# DDPM_EPOCHS (120), MDDS_EPOCHS (32, of MDDS_STEPS = 30 steps), T_MAX (760), STEPS_PER_EPOCH (0: full
+# DDPM_EPOCHS (240), MDDS_EPOCHS (32, of MDDS_STEPS = 30 steps), T_MAX (760), STEPS_PER_EPOCH (0: full
 # epochs; caps every stage when > 0), EVAL_MAX (denoised-accuracy test images, 0: all 360),
 # OMP_NUM_THREADS (1).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,7 +29,7 @@ ZOO_OUT="${ZOO_OUT:-models/zoo}"
 ZOO_WORK="${ZOO_WORK:-${TMPDIR:-/tmp}/msrs_zoo_work}"
 SEED="${SEED:-0}"
 CNN_EPOCHS="${CNN_EPOCHS:-30}"
-DDPM_EPOCHS="${DDPM_EPOCHS:-120}"
+DDPM_EPOCHS="${DDPM_EPOCHS:-240}"
 MDDS_EPOCHS="${MDDS_EPOCHS:-32}"
 T_MAX="${T_MAX:-760}"
 STEPS_PER_EPOCH="${STEPS_PER_EPOCH:-0}"
@@ -55,7 +55,7 @@ t1=$SECONDS
 ddpm_out="$ZOO_OUT/digits_ddpm_plain.pt"
 run "$PYTHON" finetune_diffusion.py --mode ddpm --dataset digits --denoiser_config digits-ddpm "${den_common[@]}" \
     --epochs "$DDPM_EPOCHS" --steps_per_epoch "$STEPS_PER_EPOCH" --batch_size 128 --lr 2e-3 --min_lr 1e-4 \
-    --warmup_steps 20 --ema_decay 0.99 --t_max "$T_MAX" --digits_shift 0 --eval_freq 10 \
+    --warmup_steps 20 --ema_decay 0.99 --t_max "$T_MAX" --digits_shift 0 --eval_freq 20 \
     --classifier "$ZOO_OUT/digits_cnn.pt" --sigma25 --sigma50 --sigma100 \
     --output_dir "$ZOO_WORK/digits_ddpm" --export "$ddpm_out"
 t2=$SECONDS
