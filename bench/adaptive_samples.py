@@ -27,10 +27,27 @@ plus, when it certifies grid radius r at stage k, the draws stage k needs to pro
 earlier stage j needs for its off-class cap -r_j >= r (both at alpha_k). The oracle knows the next grid
 radius is out of reach; a real procedure has to learn it (``bench/adaptive_frontier.py`` measures that part).
 
+**The limit (Wald), single sigma.** The oracle is not attainable even by someone who knows p_A: it credits
+the hits at their expected count, and a fixed-n test at the oracle's n certifies only when the hits reach
+it (about half the time, unless nearly every draw is a hit). What is attainable: let t = Phi(r_fix / sigma).
+Any sound procedure (a stopping time tau and a decision, certifying r_fix with probability <= alpha when
+p = t) that certifies r_fix with probability q > alpha under p_A needs E_{p_A}[tau] >= d(q || alpha) /
+KL(p_A || t) draws, d(q || alpha) = q ln(q / alpha) + (1 - q) ln((1 - q) / (1 - alpha)) (KL, d: Bernoulli
+KL divergences), since E_{p_A}[tau] KL(p_A || t) = E_{p_A}[S_tau] >= d(q || alpha) (Wald 1945: Wald's
+identity for the log likelihood ratio S of p_A against t, then the data-processing inequality on the
+decision); the sequential probability ratio test of t against p_A attains it up to the overshoot of its
+boundaries (no test with these error rates needs fewer: Wald & Wolfowitz 1948). The limit per input is
+n0 + d(P_fix || alpha) / KL(p_A || t), P_fix = P(Bin(N, p_A) >= k*) with k* the fewest hits whose
+Clopper-Pearson bound at (N, alpha) reaches t: the expected cost of certifying r_fix exactly as often as
+fixed N does, for one who knows p_A (n0 alone where fixed N abstains at expected counts). The goal "within
+.25 point of fixed N" allows a little less (d grows with q). ``--sprt K`` computes that SPRT exactly on K
+random inputs per log (boundaries valid at alpha at t, power >= P_fix) as the achieved reference. The
+cascade's limit is not given.
+
 Forward passes include the n0 selection draws. The certified-accuracy gap (adaptive - fixed, percentage
 points) is given at every grid radius with its paired standard error.
 
-    python bench/adaptive_samples.py [--small] [--reps R] [--seed S] [--no_cascade]
+    python bench/adaptive_samples.py [--small] [--reps R] [--seed S] [--no_cascade] [--sprt K]
     python bench/adaptive_samples.py --log ours.tsv --sigma 0.5 --log_n 100000 --log_alpha 0.001
 """
 from __future__ import annotations
@@ -44,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from scipy import stats as ss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -146,7 +164,7 @@ def real_cp_lower(k, n, alpha):
 
 
 def min_draws(ok, N: int, shape) -> np.ndarray:
-    """Smallest integer n in [1, N] with ok(n) (vectorized, ok monotone in n), N where even N fails."""
+    """Smallest integer x in [1, N] with ok(x) (vectorized, ok monotone in x), N where even N fails."""
     lo, hi = np.zeros(shape), np.full(shape, float(N))
     for _ in range(int(np.ceil(np.log2(N))) + 1):
         mid = np.ceil((lo + hi) / 2)
@@ -160,15 +178,109 @@ def grid_level(grid: np.ndarray, r) -> np.ndarray:
     return np.searchsorted(grid, np.asarray(r, float), side="right") - 1
 
 
+def fixed_target(p_A: np.ndarray, sigma: float, N: int, alpha: float, grid: np.ndarray):
+    """The inputs fixed N certifies at expected counts (a mask) and, for those, t = Phi(r_fix / sigma): the
+    threshold of the grid radius r_fix it certifies."""
+    level = grid_level(grid, sigma * ss.norm.ppf(real_cp_lower(p_A * N, N, alpha)))
+    m = level >= 0
+    return m, ss.norm.cdf(grid[level[m]] / sigma)
+
+
 def oracle_single(p_A: np.ndarray, sigma: float, N: int, n0: int, alpha: float, grid: np.ndarray) -> np.ndarray:
     """Oracle forward passes per input (module docstring)."""
-    level = grid_level(grid, sigma * ss.norm.ppf(real_cp_lower(p_A * N, N, alpha)))
+    m, target = fixed_target(p_A, sigma, N, alpha, grid)
     out = np.full(len(p_A), float(n0))
-    m = level >= 0
-    target = ss.norm.cdf(grid[level[m]] / sigma)
     p = p_A[m]
     out[m] += min_draws(lambda n: real_cp_lower(p * n, n, alpha) >= target, N, m.sum())
     return out
+
+
+def bernoulli_kl(p, q):
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats (0 log 0 = 0)."""
+    return special.rel_entr(p, q) + special.rel_entr(1 - p, 1 - q)
+
+
+def fixed_power(p: np.ndarray, t: np.ndarray, N: int, alpha: float) -> np.ndarray:
+    """P_fix = P(Bin(N, p) >= k*): how often fixed N's Clopper-Pearson bound reaches t, k* the fewest hits that do."""
+    k_star = min_draws(lambda k: real_cp_lower(k, N, alpha) >= t, N, np.shape(p))
+    return ss.binom.sf(k_star - 1, N, p)
+
+
+def limit_single(p_A: np.ndarray, sigma: float, N: int, n0: int, alpha: float, grid: np.ndarray,
+                 power=None) -> np.ndarray:
+    """Wald's information limit per input (module docstring): n0 + d(power || alpha) / KL(p_A || t), the
+    fewest expected draws of any test valid at level alpha at t that certifies r_fix with probability
+    ``power`` under p_A (default P_fix: as often as fixed N; a scalar or one value per input)."""
+    m, t = fixed_target(p_A, sigma, N, alpha, grid)
+    if power is None:
+        power = fixed_power(p_A[m], t, N, alpha)
+    else:
+        power = np.broadcast_to(np.asarray(power, float), p_A.shape)[m]
+    evidence = np.where(power > alpha, bernoulli_kl(power, alpha), 0.0)  # power <= alpha: guessing does it
+    out = np.full(len(p_A), float(n0))
+    out[m] += evidence / bernoulli_kl(p_A[m], t)
+    return out
+
+
+def sprt(p: float, t: float, alpha: float, power: float, cap: int, tries: int = 12, tol: float = 1e-10):
+    """The clairvoyant SPRT of t against p, as an *achieved* reference for the limit (module docstring): the
+    cheapest boundaries found that make it valid at alpha at t and certify with probability >= power under p,
+    giving up at ``cap`` draws. Computed exactly (the walk's laws under p and t, step by step, ``tries`` lower
+    boundaries at once, until both laws have < tol left): (E_p[draws], P_p(certify), P_t(certify)); NaNs when
+    no boundary reaches the power."""
+    u, v = np.log(p / t), np.log((1 - p) / (1 - t))   # S_n = u hits + v misses, the log likelihood ratio
+
+    hit = np.array([p, t])[:, None, None]
+
+    def run(A: float, B: np.ndarray):                  # certify at S >= A, give up at S <= -B (or at cap)
+        laws = np.ones((2, len(B), 1))                 # P(running, hits = base + j) after n draws, under p and t
+        base, draws, certify, pad = 0, np.zeros(len(B)), np.zeros((2, len(B))), np.zeros((2, len(B), 1))
+        for n in range(1, cap + 1):
+            draws += laws[0].sum(1)                    # E[draws] = sum over n of P(still running after n - 1)
+            laws = np.concatenate([laws * (1 - hit), pad], 2) + np.concatenate([pad, laws * hit], 2)
+            S = (u - v) * (base + np.arange(laws.shape[2])) + v * n
+            up, down = S >= A, S[None, :] <= -B[:, None]
+            certify += laws[:, :, up].sum(2)
+            laws[:, :, up] = 0
+            laws[:, down] = 0
+            alive = np.flatnonzero(~up & ~down.all(0))
+            if not len(alive) or laws.sum(2).max() < tol:
+                break
+            laws, base = laws[:, :, alive[0]:alive[-1] + 1], base + alive[0]
+        return draws, certify[0], certify[1] + laws[1].sum(1)   # what is left under t: counted as certifying
+
+    # Wald: P_t(certify) <= e^-A P_p(certify), P_p(give up at -B) <= e^-B: A's start, B's bracket
+    A, top = np.log(power / alpha), np.log(1 / max(1 - power, 1e-15)) + 1
+    for _ in range(3):
+        B = np.linspace(0, top, tries)
+        for _ in range(2):                             # a coarse pass, then between the last short and the first ok
+            draws, power_p, alpha_t = run(A, B)
+            ok = np.flatnonzero(power_p >= power)
+            if not len(ok):
+                return float("nan"), float("nan"), float("nan")
+            B = np.linspace(B[ok[0] - 1] if ok[0] else 0, B[ok[0]], tries)
+        best = ok[0]
+        if alpha_t[best] <= alpha:
+            return float(draws[best]), float(power_p[best]), float(alpha_t[best])
+        A += np.log(alpha_t[best] / alpha) + 1e-9      # over alpha (it certifies more than asked): raise A
+    return float("nan"), float("nan"), float("nan")
+
+
+def sprt_sample(p_A: np.ndarray, sigma: float, N: int, alpha: float, grid: np.ndarray, K: int,
+                rng: np.random.Generator) -> dict:
+    """The clairvoyant SPRT against the limit on K random inputs that fixed N certifies (estimation draws;
+    the power asked is P_fix, capped at 1 - 1e-9 for both so that a boundary can reach it). The SPRT may go
+    past N (the limit does not cap the draws; truncating at N would fall short of P_fix on the inputs that
+    fixed N barely certifies): it gives up at 10 N."""
+    m, t = fixed_target(p_A, sigma, N, alpha, grid)
+    candidates = np.flatnonzero(m & (p_A < 1))
+    pick = rng.choice(candidates, size=min(K, len(candidates)), replace=False)
+    t = t[np.searchsorted(np.flatnonzero(m), pick)]
+    power = np.minimum(fixed_power(p_A[pick], t, N, alpha), 1 - 1e-9)
+    runs = np.array([sprt(p_A[i], t[j], alpha, power[j], 10 * N) for j, i in enumerate(pick)])
+    limit = limit_single(p_A[pick], sigma, N, 0, alpha, grid, power=power)
+    return dict(K=len(pick), sprt=float(runs[:, 0].sum()), limit=float(limit.sum()),
+                worst_alpha=float(runs[:, 2].max()))
 
 
 def oracle_cascade(probs: list[np.ndarray], sigmas: list[float], N: int, n0: int, alpha: float, p0: float,
@@ -199,11 +311,15 @@ def single(log: Log, args, method: dict) -> dict:
                                        method["power"])
     grid = adaptive.default_radius_grid(log.sigma, args.N, args.alpha * weights[-1])
     res = {"adaptive": [], "fixed": []}
-    labels, oracle = [], []
+    labels, oracle, limit, achieved = [], [], [], {}
     for rep in range(args.reps):
         probs, lab = population(log, np.random.default_rng([args.seed, rep, log.key]))
         labels.append(lab)
         oracle.append(oracle_single(probs.max(1), log.sigma, args.N, args.N0, args.alpha, grid))
+        limit.append(limit_single(probs.max(1), log.sigma, args.N, args.N0, args.alpha, grid))
+        if rep == 0 and args.sprt:
+            achieved = sprt_sample(probs.max(1), log.sigma, args.N, args.alpha, grid, args.sprt,
+                                   np.random.default_rng([args.seed, log.key, 1]))
         for i in range(len(lab)):
             stream = Stream(probs[i], np.random.default_rng([args.seed, rep, log.key, int(log.idx[i])]))
             pred, radius, n_used = sequential_certify(stream, log.sigma, args.N0, args.N, args.alpha,
@@ -213,7 +329,8 @@ def single(log: Log, args, method: dict) -> dict:
                                                               log.sigma)
             res["adaptive"].append((pred, radius, n_used))
             res["fixed"].append((fixed_pred, fixed_radius, args.N0 + args.N))
-    return summarize(log.name, res, np.concatenate(labels), np.concatenate(oracle), grid)
+    return summarize(log.name, res, np.concatenate(labels), np.concatenate(oracle), grid,
+                     np.concatenate(limit)) | {"achieved": achieved}
 
 
 def cascade(logs: list[Log], args, method: dict) -> dict:
@@ -251,13 +368,15 @@ def cascade(logs: list[Log], args, method: dict) -> dict:
     return summarize(name, res, np.array(labels), np.array(oracle), grid)
 
 
-def summarize(name: str, res: dict, labels: np.ndarray, oracle: np.ndarray, grid: np.ndarray) -> dict:
+def summarize(name: str, res: dict, labels: np.ndarray, oracle: np.ndarray, grid: np.ndarray,
+              limit: np.ndarray | None = None) -> dict:
     out = {m: np.array(v, dtype=float) for m, v in res.items()}
     ok = {m: (out[m][:, 0] >= 0) & (out[m][:, 0] == labels) for m in out}
     cert = {m: ok[m][:, None] & (out[m][:, 1][:, None] >= grid[None, :]) for m in out}
     diff = cert["adaptive"].astype(float) - cert["fixed"].astype(float)
     return dict(name=name, M=len(labels), grid=grid, fixed=float(out["fixed"][:, 2].sum()),
                 adaptive=float(out["adaptive"][:, 2].sum()), oracle=float(oracle.sum()),
+                limit=float(limit.sum()) if limit is not None else float("nan"),
                 acc_fixed=100 * cert["fixed"].mean(0), acc_adaptive=100 * cert["adaptive"].mean(0),
                 gap=100 * diff.mean(0), gap_se=100 * diff.std(0) / np.sqrt(len(labels)),
                 undecided=float(np.mean(out["adaptive"][:, 0] == UNDECIDED)),
@@ -270,6 +389,13 @@ def print_result(r: dict) -> None:
     print(f"  forward passes: fixed {r['fixed']:,.0f}  adaptive {r['adaptive']:,.0f}  oracle {r['oracle']:,.0f} | "
           f"fixed/oracle {r['fixed'] / r['oracle']:.1f}x  fixed/adaptive {r['fixed'] / r['adaptive']:.1f}x  "
           f"adaptive/oracle {r['adaptive'] / r['oracle']:.3f}")
+    if not np.isnan(r["limit"]):
+        print(f"  limit (Wald) {r['limit']:,.0f} | limit/oracle {r['limit'] / r['oracle']:.3f}  "
+              f"adaptive/limit {r['adaptive'] / r['limit']:.3f}")
+    if r.get("achieved"):
+        a = r["achieved"]
+        print(f"  clairvoyant SPRT on {a['K']} inputs: {a['sprt']:,.0f} estimation draws, limit {a['limit']:,.0f}, "
+              f"SPRT/limit {a['sprt'] / a['limit']:.4f} (power >= P_fix, level at t <= {a['worst_alpha']:.2e})")
     print("  radius   cert.acc fixed   adaptive   gap (pp) +- se")
     for g, rad in enumerate(r["grid"]):
         print(f"  {rad:6.2f}   {r['acc_fixed'][g]:13.2f}%  {r['acc_adaptive'][g]:8.2f}%   "
@@ -278,12 +404,16 @@ def print_result(r: dict) -> None:
 
 
 def markdown(results: list[dict]) -> str:
-    head = "| inputs | n | fixed | adaptive | oracle | fixed ÷ adaptive | adaptive ÷ oracle | worst gap (pp) |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| inputs | n | fixed | adaptive | oracle | limit (Wald) | fixed ÷ adaptive | adaptive ÷ oracle | "
+            "limit ÷ oracle | adaptive ÷ limit | worst gap (pp) |")
+    lines = [head, "|" + "---|" * 11]
     for r in results:
+        known = not np.isnan(r["limit"])
+        limit = (f"{r['limit'] / 1e6:.1f}M | ", f"{r['limit'] / r['oracle']:.2f} | {r['adaptive'] / r['limit']:.2f} | ")
         lines.append(f"| {r['name']} | {r['M']} | {r['fixed'] / 1e6:.1f}M | {r['adaptive'] / 1e6:.1f}M | "
-                     f"{r['oracle'] / 1e6:.1f}M | {r['fixed'] / r['adaptive']:.1f}x | "
-                     f"{r['adaptive'] / r['oracle']:.2f} | {r['gap'].min():+.2f} |")
+                     f"{r['oracle'] / 1e6:.1f}M | {limit[0] if known else '— | '}{r['fixed'] / r['adaptive']:.1f}x | "
+                     f"{r['adaptive'] / r['oracle']:.2f} | {limit[1] if known else '— | — | '}"
+                     f"{r['gap'].min():+.2f} |")
     return "\n".join(lines)
 
 
@@ -320,11 +450,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print_result(results[-1])
         print(f"  ({time.time() - t0:.0f} s)")
     singles = [r for r in results if not r["name"].startswith("cascade")]
-    total = {k: sum(r[k] for r in singles) for k in ("fixed", "adaptive", "oracle")}
+    total = {k: sum(r[k] for r in singles) for k in ("fixed", "adaptive", "oracle", "limit")}
     worst = min(r["gap"].min() for r in results)
     print(f"\nsingle sigma, all logs: fixed/adaptive {total['fixed'] / total['adaptive']:.1f}x, adaptive/oracle "
-          f"{total['adaptive'] / total['oracle']:.3f}; worst gap (every log, the cascade, every grid radius) "
-          f"{worst:+.2f} pp")
+          f"{total['adaptive'] / total['oracle']:.3f}, limit/oracle {total['limit'] / total['oracle']:.3f}, "
+          f"adaptive/limit {total['adaptive'] / total['limit']:.3f}; worst gap (every log, the cascade, every grid "
+          f"radius) {worst:+.2f} pp")
     print("\n" + markdown(results))
     return results
 
@@ -340,6 +471,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--log_n", type=int, default=100_000, help="the N the --log files were certified with")
     p.add_argument("--log_alpha", type=float, default=0.001, help="their alpha")
     p.add_argument("--no_cascade", action="store_true", help="skip the cascade (default logs only)")
+    p.add_argument("--sprt", type=int, default=5, help="inputs per log (first pass) to run the clairvoyant SPRT on (0: none)")
     p.add_argument("--N", type=int, default=100_000, help="fixed N, and the adaptive n_max")
     p.add_argument("--N0", type=int, default=100)
     p.add_argument("--alpha", type=float, default=0.001)
