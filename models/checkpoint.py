@@ -42,11 +42,17 @@ def resolve_zoo(spec: str) -> str:
     return path
 
 
-def load_checkpoint(path: str, trust: bool = False, map_location: str | torch.device = "cpu") -> Any:
-    """Load a checkpoint file safely; raise MsrsError (one line) if missing, corrupt or unsafe."""
+def require_checkpoint_file(path: str, what: str = "checkpoint") -> str:
+    """The one check (and message) for a model file that must exist: `path`, or MsrsError."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise MsrsError(f"checkpoint not found: {path} (give the path of an existing .pt/.pth/.safetensors file)")
+        raise MsrsError(f"{what} not found: {path} (give the path of an existing .pt/.pth/.safetensors file)")
+    return path
+
+
+def load_checkpoint(path: str, trust: bool = False, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint file safely; raise MsrsError (one line) if missing, corrupt or unsafe."""
+    path = require_checkpoint_file(path)
     if path.endswith(".safetensors"):
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -196,6 +196,29 @@ def test_dncnn_files_go_to_load_dncnn(tmp_path, monkeypatch):
     torch.save({"arch": "cifar_dncnn", "state_dict": {"w": torch.zeros(1)}}, path)
     assert isinstance(load_denoiser(path, sigma=0.25), nn.Identity)
     assert calls == [("cifar_dncnn", path)]
+    # one denoiser for every sigma: no sigma needed, and the file is read once
+    reads = []
+    real_load = loaders.load_checkpoint
+    monkeypatch.setattr(loaders, "load_checkpoint", lambda p, trust=False: reads.append(p) or real_load(p, trust=trust))
+    assert isinstance(load_denoiser(path), nn.Identity)
+    assert reads == [path]
+    with pytest.raises(MsrsError, match="needs the smoothing sigma"):
+        load_denoiser("zoo:digits_ddpm")
+
+
+def test_missing_model_files_say_the_same(tmp_path):
+    """A missing classifier or denoiser file is refused before anything loads, with load_checkpoint's message."""
+    import argparse
+
+    from core.runs.loaders import checkpoint_hashes
+    from models.checkpoint import load_checkpoint
+    gone = str(tmp_path / "gone.pt")
+    with pytest.raises(MsrsError) as direct:
+        load_checkpoint(gone)
+    for clf, den, what in ((gone, "none", "checkpoint"), ("zoo:digits_cnn", gone, "denoiser checkpoint")):
+        with pytest.raises(MsrsError) as e:
+            checkpoint_hashes(argparse.Namespace(classifier=clf, denoiser=den))
+        assert str(e.value) == str(direct.value).replace("checkpoint", what, 1)
 
 
 @pytest.mark.parametrize("corrupt,expect", [

@@ -56,10 +56,16 @@ class QueryRecorder:
         return scores
 
 
-def read_query_log(path: str) -> dict[int, np.ndarray]:
-    """{idx: labels in query order}; checks that each example's j runs 0..m-1 exactly once."""
+def require_query_log(path: str) -> str:
+    """The one check (and message) for a query log that must exist: `path`, or MsrsError."""
     if not os.path.isfile(path):
         raise MsrsError(f"query log not found: {path} (a CSV with header {','.join(LOG_COLUMNS)})")
+    return path
+
+
+def read_query_log(path: str) -> dict[int, np.ndarray]:
+    """{idx: labels in query order}; checks that each example's j runs 0..m-1 exactly once."""
+    require_query_log(path)
     answers: dict[int, dict[int, int]] = defaultdict(dict)
     with open(path, newline="") as f:
         reader = csv.DictReader(f)

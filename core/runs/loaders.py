@@ -11,8 +11,15 @@ from torch import nn
 
 from core.denoise import DiffusionDenoiser
 from core.errors import MsrsError
+from core.runs.blackbox import require_query_log
 from core.runs.files import file_sha256
-from models.checkpoint import load_checkpoint, load_state_dict_strict, resolve_zoo, strip_prefixes
+from models.checkpoint import (
+    load_checkpoint,
+    load_state_dict_strict,
+    require_checkpoint_file,
+    resolve_zoo,
+    strip_prefixes,
+)
 from models.classifiers import resolve_classifier_path
 from models.diffusion import create_model_and_diffusion, split_diffusion_checkpoint
 from models.dncnn import is_dncnn_checkpoint, load_dncnn
@@ -54,6 +61,15 @@ def resolve_denoiser_args(args: argparse.Namespace, dataset: str) -> None:
         args.pad_to = None
 
 
+def _salman_net(obj: Any, path: str, num_t_steps: int) -> nn.Module | None:
+    """A DnCNN / MemNet checkpoint's network (one for every sigma), None for any other checkpoint."""
+    if not (is_dncnn_checkpoint(obj) or is_memnet_checkpoint(obj)):
+        return None
+    if num_t_steps != 1:
+        raise MsrsError(f"{path} is a Salman denoiser: --num_t_steps applies to diffusion denoisers only")
+    return (load_dncnn if is_dncnn_checkpoint(obj) else load_memnet)(obj, path).eval()
+
+
 def load_denoisers(spec: str, sigmas: list[float], config: str | Mapping[str, Any] | None = None,
                    trust: bool = False, num_t_steps: int = 1, pad_to: int | None = None,
                    clip: bool = True, noise: str = "add", t_rule: str = "first", respacing: str = "discrete",
@@ -71,10 +87,8 @@ def load_denoisers(spec: str, sigmas: list[float], config: str | Mapping[str, An
         return None
     path = resolve_zoo(spec)
     obj = load_checkpoint(path, trust=trust)
-    if is_dncnn_checkpoint(obj) or is_memnet_checkpoint(obj):
-        if num_t_steps != 1:
-            raise MsrsError(f"{path} is a Salman denoiser: --num_t_steps applies to diffusion denoisers only")
-        net = (load_dncnn if is_dncnn_checkpoint(obj) else load_memnet)(obj, path).eval()
+    net = _salman_net(obj, path, num_t_steps)
+    if net is not None:
         return {float(s): net for s in sigmas}
     kwargs, sd = split_diffusion_checkpoint(obj, path, config)
     model, diffusion = create_model_and_diffusion(**kwargs)
@@ -93,13 +107,13 @@ def load_denoiser(spec: str, config: str | Mapping[str, Any] | None = None, sigm
     """One sigma's denoiser (see ``load_denoisers``); ``sigma`` is needed for diffusion checkpoints."""
     if spec is None or spec.lower() == "none":
         return None
-    if sigma is None:
-        path = resolve_zoo(spec)
-        obj = load_checkpoint(path, trust=trust)
-        if not (is_dncnn_checkpoint(obj) or is_memnet_checkpoint(obj)):
-            raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
-        sigma = 0.0
-    return load_denoisers(spec, [sigma], config, trust, num_t_steps, pad_to, clip)[float(sigma)]
+    if sigma is not None:
+        return load_denoisers(spec, [sigma], config, trust, num_t_steps, pad_to, clip)[float(sigma)]
+    path = resolve_zoo(spec)
+    net = _salman_net(load_checkpoint(path, trust=trust), path, num_t_steps)   # the file is read once
+    if net is None:
+        raise MsrsError(f"{path} is a diffusion denoiser: it needs the smoothing sigma")
+    return net
 
 
 def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
@@ -107,13 +121,9 @@ def checkpoint_hashes(args: argparse.Namespace) -> dict[str, str | None]:
     a missing file is an error here, before anything is loaded."""
     clf = args.classifier
     if clf.startswith("querylog:"):
-        clf = clf[len("querylog:"):]
-        if not os.path.isfile(clf):
-            raise MsrsError(f"query log not found: {clf}")
+        clf = require_query_log(clf[len("querylog:"):])
     else:
-        clf = resolve_classifier_path(clf)
-    den = None if args.denoiser == "none" else resolve_zoo(args.denoiser)
-    for what, path in (("checkpoint", clf), ("denoiser checkpoint", den)):
-        if path is not None and not os.path.isfile(path):
-            raise MsrsError(f"{what} not found: {path} (give the path of an existing .pt/.pth file)")
+        clf = require_checkpoint_file(resolve_classifier_path(clf))
+    den = None if args.denoiser == "none" else require_checkpoint_file(resolve_zoo(args.denoiser),
+                                                                      "denoiser checkpoint")
     return {"classifier": file_sha256(clf), "denoiser": file_sha256(den)}
