@@ -5,6 +5,7 @@ the plan of its file: ``setup`` checks every argument, path and input file befor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -82,6 +83,11 @@ def resolve_run(args: argparse.Namespace, script: str, dataset: str | None = Non
     return args.protocol_record
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The autocast context of --amp (bf16/fp16) on `device`; a null context for float32 (dtype None)."""
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 class Autocast(torch.nn.Module):
     """Runs a module under autocast (bf16/fp16) and returns float32 scores; a no-op when dtype is None."""
 
@@ -92,7 +98,7 @@ class Autocast(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dtype is None:
             return self.module(x)
-        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+        with autocast(x.device, self.dtype):
             return self.module(x).float()
 
     def set_example(self, seed: int, idx: int) -> None:

@@ -21,7 +21,7 @@ from core import objectives
 from core.denoise import DiffusionDenoiser
 from core.runs.parsers import SIGMA_FLAGS, need, resolve_ddpm_path, sigmas_from_args
 from core.runs.setup import amp_dtype as resolve_amp
-from core.runs.setup import resolve_device, set_backend_flags
+from core.runs.setup import autocast, resolve_device, set_backend_flags
 from core.train import engine
 from core.train.augment import denoiser_transform, train_split
 from core.train.distributed import processes, unwrap
@@ -149,7 +149,7 @@ def eval_denoiser(den_for_sigma, classifier, loader, device, sigmas, seed: int, 
         g = torch.Generator(device=device).manual_seed(seed)
 
         def batch_sums(x: torch.Tensor, y: torch.Tensor) -> list[float]:   # squared-error sum, correct, count
-            with engine.autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 x_hat = den(x + s * torch.randn(x.shape, generator=g, device=device)).float()
                 correct = int((classifier(x_hat).argmax(1) == y).sum()) if classifier is not None else 0
             return [float(((x_hat - x) ** 2).mean((1, 2, 3)).sum()), correct, len(y)]

@@ -35,15 +35,12 @@ from torch import nn
 from tqdm import tqdm
 
 from core.errors import MsrsError
+from core.runs.setup import autocast
 from core.train.distributed import is_deepspeed, is_main, world
 from core.train.optim import set_lr
 from core.train.state import ModelEma, TrainState
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
