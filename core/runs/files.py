@@ -96,9 +96,10 @@ def git_commit() -> str | None:
     return (out.strip() or None) if out is not None else None
 
 
-def git_dirty() -> bool | None:
-    """Whether the checkout has uncommitted changes to tracked files (None outside a git checkout)."""
-    if git_commit() is None:
+def git_dirty(commit: str | None) -> bool | None:
+    """Whether the checkout of `commit` (``git_commit()``) has uncommitted changes to tracked files (None
+    outside a git checkout)."""
+    if commit is None:
         return None
     out = _git("status", "--porcelain", "--untracked-files=no")
     return None if out is None else bool(out.strip())
@@ -121,8 +122,9 @@ def now() -> str:
 
 def provenance() -> dict[str, Any]:
     """Where and with what code a run (or a resume of it) ran: host, versions, git commit and dirty flag."""
-    return {"host": platform.node(), "versions": package_versions(), "git_commit": git_commit(),
-            "git_dirty": git_dirty()}
+    commit = git_commit()
+    return {"host": platform.node(), "versions": package_versions(), "git_commit": commit,
+            "git_dirty": git_dirty(commit)}
 
 
 # ------------------------------------------------------------------------------ OUTFILE and resume

@@ -29,11 +29,16 @@ from core.runs.analysis import (
 ENVELOPE_LABEL = "upper envelope of {}"
 
 
-def envelope_accuracy(dfs: Sequence[pd.DataFrame], radii) -> np.ndarray:
-    """max over `dfs` of certified accuracy at each radius (certification files only)."""
+def run_accuracies(dfs: Sequence[pd.DataFrame], radii) -> np.ndarray:
+    """[runs, radii]: certified accuracy of each of `dfs` (certification files only) at each radius."""
     if not dfs or not all(has_radius(df) and len(df) for df in dfs):
         raise MsrsError("the envelope needs at least one run, each a non-empty certification file (with radii)")
-    return np.max(np.stack([certified_accuracy(df, radii) for df in dfs]), axis=0)
+    return np.stack([certified_accuracy(df, radii) for df in dfs])
+
+
+def envelope_accuracy(dfs: Sequence[pd.DataFrame], radii) -> np.ndarray:
+    """max over `dfs` of certified accuracy at each radius (certification files only)."""
+    return run_accuracies(dfs, radii).max(axis=0)
 
 
 def format_envelope_gaps(dfs: Sequence[pd.DataFrame], labels: Sequence[str], envelope_of: Sequence[int],
@@ -44,8 +49,8 @@ def format_envelope_gaps(dfs: Sequence[pd.DataFrame], labels: Sequence[str], env
     envelope_of = _check_indices(envelope_of, len(dfs))
     radii = np.atleast_1d(np.asarray(radii, dtype=float))
     chosen = [dfs[i] for i in envelope_of]
-    env = envelope_accuracy(chosen, radii)
-    acc = np.stack([certified_accuracy(df, radii) for df in chosen])
+    acc = run_accuracies(chosen, radii)
+    env = acc.max(axis=0)
     best_acr = max(average_certified_radius(df) for df in chosen)
     lines = ["| upper envelope of the single-σ runs | " + " | ".join(f"r={r:g}" for r in radii) + " | ACR |",
              "|---|" + "---:|" * (len(radii) + 1),
