@@ -307,7 +307,7 @@ def oracle_cascade(probs: list[np.ndarray], sigmas: list[float], N: int, n0: int
 # ---------------------------------------------------------------------------------------------- runs
 def single(log: Log, args, method: dict) -> dict:
     """Adaptive and fixed CERTIFY on paired streams for every simulated input of one log."""
-    looks, weights = adaptive.schedule(args.N, method["first_look"], method["growth"], method["final_share"],
+    _, weights = adaptive.schedule(args.N, method["first_look"], method["growth"], method["final_share"],
                                        method["power"])
     grid = adaptive.default_radius_grid(log.sigma, args.N, args.alpha * weights[-1])
     res = {"adaptive": [], "fixed": []}
@@ -342,7 +342,7 @@ def cascade(logs: list[Log], args, method: dict) -> dict:
     common = sorted(set.intersection(*(set(lg.idx.tolist()) for lg in logs)))
     if args.rows:
         common = common[: args.rows]
-    looks, weights = adaptive.schedule(args.N, method["first_look"], method["growth"], method["final_share"],
+    _, weights = adaptive.schedule(args.N, method["first_look"], method["growth"], method["final_share"],
                                        method["power"])
     grid = adaptive.default_radius_grid(sigmas[0], args.N, args.alpha * weights[-1], args.p0)
     res = {"adaptive": [], "fixed": []}

@@ -154,11 +154,11 @@ def main(argv: list[str] | None = None) -> bool:
     runs, ok = args.runs, True
     print(f"alpha = {ALPHA}, {runs} runs per sweep")
     sweeps = {
-        "adaptive": ("adaptive CERTIFY, one sigma (n0 20, n_max 5000, grid step .01)", adaptive_single, None),
-        "cascade": ("adaptive MDDS cascade, sigmas 1 > .5 > .25 (n0 20, n_max 2000)", adaptive_cascade, None),
-        "sound": ("--sound: CERTIFY on grid noise (n0 20, n 200), 4-pixel f o round", sound_runs, None),
+        "adaptive": ("adaptive CERTIFY, one sigma (n0 20, n_max 5000, grid step .01)", adaptive_single),
+        "cascade": ("adaptive MDDS cascade, sigmas 1 > .5 > .25 (n0 20, n_max 2000)", adaptive_cascade),
+        "sound": ("--sound: CERTIFY on grid noise (n0 20, n 200), 4-pixel f o round", sound_runs),
     }
-    for key, (title, fn, _) in sweeps.items():
+    for key, (title, fn) in sweeps.items():
         if args.only not in (None, key):
             continue
         t = time.time()

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.denoise import DenoiseThenClassify, DiffusionDenoiser  # noqa: E402
 from core.runs import speed  # noqa: E402
+from core.runs.protocols import DEFAULT_PROTOCOL, auto_amp, get_protocol  # noqa: E402
 from core.runs.setup import amp_dtype, build_base_classifier, resolve_device, set_backend_flags  # noqa: E402
 from core.smoothing import Smooth, example_generator  # noqa: E402
 
@@ -66,7 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the reference loop's batch size; 'auto': ours, or what fits its fp32 models if smaller "
                         "(DDS's README uses 200 on CIFAR-10)")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
-                   help="our path's autocast (auto: bf16 on CUDA, off on CPU); the reference is fp32")
+                   help="our path's autocast (auto: certify.py's under the default protocol: fp16 on CUDA, off on "
+                        "CPU); the reference is fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile our base classifier (floor and ours)")
     p.add_argument("--sound", action="store_true", help="also time our path with --sound's exact grid noise")
     p.add_argument("--channels_last", choices=["auto", "on", "off"], default="auto",
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = "small" if args.small else (args.config or ("cifar" if device.type == "cuda" else "small"))
     seconds = args.seconds if args.seconds is not None else (10.0 if device.type == "cuda" else 5.0)
     flags = set_backend_flags(device)           # what certify.py sets for our path
-    amp = amp_dtype("fp16" if args.amp == "auto" and device.type == "cuda" else args.amp, device)  # mdds's default
+    amp = amp_dtype(auto_amp(get_protocol(DEFAULT_PROTOCOL).precision, device.type) if args.amp == "auto"
+                    else args.amp, device)                  # certify.py's --amp auto under the default protocol
     _, _, shape, classes = CONFIGS[config]
 
     denoiser, classifier = build_models(config, args.sigma, args.seed)

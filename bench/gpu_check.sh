@@ -94,12 +94,7 @@ for prec in $PRECISIONS; do
 done
 
 # 4. labels / counts / certified rows across precisions on the same seeds (issue 12's bench)
-if [ -f bench/precision_agreement.py ]; then
-  step "precision agreement" 240 "$PY" bench/precision_agreement.py --device "$DEVICE" "${AGREE[@]}"
-else
-  STATUS+=("SKIP  precision agreement (bench/precision_agreement.py, issue 12, is not in this checkout)")
-  printf '\n===== precision agreement =====\nskipped: bench/precision_agreement.py is not in this checkout\n' >> "$RESULTS"
-fi
+step "precision agreement" 240 "$PY" bench/precision_agreement.py --device "$DEVICE" "${AGREE[@]}"
 
 # 5. 2-rank torchrun on one device: merged rows == one-process rows
 TR=("$PY" -m torch.distributed.run --standalone --nproc_per_node=2)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.cascade import MultiScaleSmooth  # noqa: E402
 from core.runs.loaders import load_denoisers  # noqa: E402
-from core.runs.setup import build_base_classifier  # noqa: E402
+from core.runs.setup import build_base_classifier, set_backend_flags  # noqa: E402
 from core.smoothing import Smooth, certify_from_counts, example_generator  # noqa: E402
 from core.stats import floor_radius  # noqa: E402
 from datasets import get_dataset  # noqa: E402
@@ -54,12 +54,6 @@ class Recorder(torch.nn.Module):
     def take(self) -> torch.Tensor:
         labels, self.labels = torch.cat(self.labels), []
         return labels
-
-
-def set_tf32(on: bool) -> None:
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = on
-        torch.backends.cudnn.allow_tf32 = on
 
 
 def main(argv=None) -> dict:
@@ -93,11 +87,11 @@ def main(argv=None) -> dict:
     sig = sorted(args.sigmas, reverse=True)
     res: dict = {"args": vars(args), "n_examples": len(idxs), "modes": {}}
     for mode in args.modes:
-        set_tf32(mode == "tf32")
+        set_backend_flags(device, tf32=mode == "tf32")     # certify.py's numerics flags (--tf32 for tf32)
         dtype = DTYPES[mode]
         dens = load_denoisers(args.denoiser, sig)
-        rec = {s: Recorder(build_base_classifier(clf, dens[s], s, device, dtype, channels_last=False,
-                                                 compile=mode == "compile")) for s in sig}   # --compile's
+        rec = {s: Recorder(build_base_classifier(clf, dens[s], s, device, dtype,
+                                                 compile=mode == "compile")) for s in sig}   # certify.py's path
         single, samples, cascade = {s: [] for s in sig}, {s: [] for s in sig}, []
         counts = {s: [] for s in sig}
         ms = MultiScaleSmooth({s: rec[s] for s in sig}, 10, p0=0.5)
@@ -120,7 +114,7 @@ def main(argv=None) -> dict:
         res["modes"][mode] = {"seconds": time.time() - t0, "single": single, "samples": samples, "counts": counts,
                               "cascade": cascade}
         print(f"{mode}: {time.time() - t0:.0f} s", flush=True)
-    set_tf32(False)
+    set_backend_flags(device)
     refs = [r for r in args.references if r in args.modes]
     report = {r: summarize(res, labels_true, sig, r) for r in refs}
     for r in refs:

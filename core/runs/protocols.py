@@ -380,6 +380,11 @@ def row_values(p: Protocol, script: str, dataset: str) -> dict[str, Any]:
     return v
 
 
+def auto_amp(precision: str, device_type: str) -> str:
+    """``--amp auto`` under a row's precision: 'fp16' on CUDA for an fp16 row, else 'off' (CPU: always fp32)."""
+    return "fp16" if precision == "fp16" and device_type == "cuda" else "off"
+
+
 def resolve_protocol(args: argparse.Namespace, script: str, dataset: str | None = None,
                      device_type: str = "cpu") -> dict[str, Any]:
     """Set each protocol-governed attribute of `args` that is None to the row's value (in place).
@@ -397,7 +402,7 @@ def resolve_protocol(args: argparse.Namespace, script: str, dataset: str | None 
             if not hasattr(args, "amp"):
                 continue
             if args.amp in (None, "auto"):
-                args.amp = ("fp16" if value == "fp16" else "off") if device_type == "cuda" else "off"
+                args.amp = auto_amp(value, device_type)
             else:
                 from_flags.append("amp")
             resolved["amp"] = args.amp
