@@ -17,12 +17,12 @@ from torch import nn
 
 from core.errors import MsrsError
 from core.smoothing import example_generator
+from models.diffusion import COSINE_S, cosine_alpha_bar
 
 if TYPE_CHECKING:  # duck-typed: alphas_cumprod, predicts_eps, model_timesteps, respaced, p_sample
     from models.diffusion import GaussianDiffusion
 
 REVERSE_STAGE = 1_000_000  # generator stage of reverse stream k: REVERSE_STAGE + k (apart from noise stages)
-COSINE_S = 0.008     # improved-diffusion's cosine offset: ᾱ(τ) ∝ cos²((τ + s)/(1 + s)·π/2)
 NOISES = ("add", "q_sample", "densepure")    # the protocols' noise constructions (core.runs.protocols)
 T_RULES = ("first", "densepure")
 RESPACINGS = ("discrete", "densepure")
@@ -74,11 +74,6 @@ def densepure_grid(t_star: float, num_steps: int) -> list[int]:
     """round(t* − i·t*/S) for i < S, descending (t* may be a float; Python's round, half to even)."""
     inter = t_star / num_steps
     return [round(t_star - i * inter) for i in range(num_steps)]
-
-
-def cosine_alpha_bar(tau: float) -> float:
-    """improved-diffusion's continuous, unnormalized ᾱ(τ) = cos²((τ + s)/(1 + s)·π/2), τ = t/T."""
-    return math.cos((tau + COSINE_S) / (1.0 + COSINE_S) * math.pi / 2) ** 2
 
 
 def densepure_betas(grid: Sequence[int], schedule: str, alphas_cumprod: Sequence[float],

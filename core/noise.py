@@ -138,6 +138,9 @@ class DiscreteGaussian:
             raise ValueError(f"K = {self.K} truncates too much for samples of {dim} coordinates (a sample would be "
                              f"redrawn more often than kept); use the default K")
         upper = self._upper(device)
+        if self.exact_edges:    # no draw can land beyond ±K: one batch, nothing to redraw
+            u = torch.randint(0, 2 ** BITS, shape, generator=generator, device=device, dtype=torch.int64)
+            return torch.searchsorted(upper, u, right=True).sub_(self.K)
         out = torch.empty(shape, dtype=torch.int64, device=device)
         todo = torch.arange(shape[0], device=device)
         while True:
@@ -145,8 +148,6 @@ class DiscreteGaussian:
                               dtype=torch.int64)
             k = torch.searchsorted(upper, u, right=True) - self.K      # u >= C[2K] -> K + 1
             out[todo] = k
-            if self.exact_edges:
-                return out
             bad_rows = ((u < self._lo) | (k > self.K)).reshape(len(todo), -1).any(1)
             if not bool(bad_rows.any()):
                 return out

@@ -23,14 +23,22 @@ NUM_CLASSES = 1000  # class_cond models are ImageNet-conditional in the referenc
 
 
 # ---------------------------------------------------------------------------------------------- schedules
+COSINE_S = 0.008     # improved-diffusion's cosine offset: ᾱ(τ) ∝ cos²((τ + s)/(1 + s)·π/2)
+
+
+def cosine_alpha_bar(tau: float) -> float:
+    """improved-diffusion's continuous, unnormalized ᾱ(τ) = cos²((τ + s)/(1 + s)·π/2), τ = t/T."""
+    return math.cos((tau + COSINE_S) / (1.0 + COSINE_S) * math.pi / 2) ** 2
+
+
 def get_named_beta_schedule(name: str, num_diffusion_timesteps: int) -> np.ndarray:
     """Betas (float64) of the reference named schedules."""
     T = num_diffusion_timesteps
     if name == "linear":  # Ho et al., scaled so that any T matches the T=1000 curve
         scale = 1000 / T
         return np.linspace(scale * 1e-4, scale * 0.02, T, dtype=np.float64)
-    if name == "cosine":  # Nichol & Dhariwal: abar(s) = cos((s + .008)/1.008 · π/2)², betas capped at .999
-        abar = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    if name == "cosine":  # Nichol & Dhariwal, betas capped at .999
+        abar = cosine_alpha_bar
         return np.array([min(1 - abar((i + 1) / T) / abar(i / T), 0.999) for i in range(T)], dtype=np.float64)
     raise MsrsError(f"unknown noise_schedule '{name}' (use linear or cosine)")
 
