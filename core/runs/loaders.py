@@ -13,6 +13,7 @@ from core.denoise import DiffusionDenoiser
 from core.errors import MsrsError
 from core.runs.blackbox import require_query_log
 from core.runs.files import file_sha256
+from core.runs.protocols import dataset_family
 from models.checkpoint import (
     load_checkpoint,
     load_state_dict_strict,
@@ -32,14 +33,6 @@ DEFAULT_DENOISERS = {
     "cifar10": ("OUTPUT/denoising_models/cifar10_uncond_50M_500K.pt", "improved-cifar10-uncond"),
     "imagenet": ("OUTPUT/denoising_models/imagenet/256x256_diffusion_uncond.pt", "guided-256-uncond"),
 }
-
-
-def dataset_family(name: str) -> str | None:
-    name = name.replace("_", "-")
-    for fam in ("digits", "imagenet", "cifar10"):
-        if name.startswith(fam):
-            return fam
-    return None
 
 
 def resolve_denoiser_args(args: argparse.Namespace, dataset: str) -> None:

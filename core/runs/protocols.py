@@ -347,8 +347,17 @@ def protocols_markdown() -> str:
 CERTIFY, PREDICT, PREDICT_MDDS = "certify", "predict_ddpm", "predict_mdds"
 
 
+def dataset_family(name: str) -> str | None:
+    """'digits', 'imagenet' (ImageNet and its variants) or 'cifar10' (CIFAR-10, -C, 10.1) by name; None otherwise."""
+    name = name.replace("_", "-")
+    for fam in ("digits", "imagenet", "cifar10"):
+        if name.startswith(fam):
+            return fam
+    return None
+
+
 def is_imagenet_family(dataset: str) -> bool:
-    return dataset.replace("_", "-").startswith("imagenet")
+    return dataset_family(dataset) == "imagenet"
 
 
 def row_values(p: Protocol, script: str, dataset: str) -> dict[str, Any]:

@@ -267,8 +267,6 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
             raise MsrsError("--split_n splits each example across torchrun ranks: launch with torchrun --nproc_per_node=K")
         split = SplitCounts(rank, size)
     dataset = get_dataset(name, args.split, args.data_path, **dataset_options(args, name))
-    if getattr(args, "sound", False) and len(dataset):
-        grid_indices(dataset[0][0])   # --sound: refuse an off-grid dataset before any row is written
     info = dataset_info(name)
     resolve_denoiser_args(args, name)  # after the dataset: a missing dataset is reported first
     check_denoiser_args(args, info.image_size)
@@ -280,6 +278,8 @@ def setup(args: argparse.Namespace, sigmas: list[float], dataset_name: str | Non
     if not indices:
         raise MsrsError(f"--start {args.start} --skip {args.skip} --max {args.max} select no example of {name} "
                         f"({len(dataset)} examples, idx 0..{len(dataset) - 1})")
+    if getattr(args, "sound", False):
+        grid_indices(dataset[indices[0]][0])   # --sound: refuse an off-grid dataset before any row is written
     plan = plan_run(args, sigmas, amp, outfile, columns, indices, (rank, size), split)
     flags = set_backend_flags(device, bool(getattr(args, "tf32", False)))
     if split is not None and not dist.is_initialized():
