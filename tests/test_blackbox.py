@@ -71,3 +71,20 @@ def test_bad_logs(tmp_path):
         read_query_log(str(p))
     with pytest.raises(MsrsError, match="not found"):
         read_query_log(str(tmp_path / "none.csv"))
+
+
+@pytest.mark.parametrize("protocol,order", [("cohen", "skip_first"), ("mdds", "max_first")])
+def test_export_selects_what_certify_selects(tmp_path, protocol, order):
+    """The export resolves the certify run's protocol: --max 20 with --skip 7 never stops under Cohen's
+    skip-first loop (all 52 kept digits), stops at 20 under MDDS's max-first one (0, 7, 14)."""
+    import os
+
+    from core.runs import blackbox
+    from core.runs.files import select_indices
+    out = tmp_path / "q"
+    blackbox.main(blackbox.get_args_parser().parse_args(
+        ["export", "digits", str(out), "--sigma", "0.25", "--N0", "1", "--N", "1", "--skip", "7", "--max", "20",
+         "--protocol", protocol]))
+    expected = select_indices(360, 0, 7, 20, order)
+    assert sorted(int(d) for d in os.listdir(out)) == expected
+    assert len(expected) == (52 if order == "skip_first" else 3)

@@ -124,11 +124,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    resolve_protocol(args, "blackbox", args.dataset)      # the same example selection as the certify run's
+    from core.runs.setup import dataset_options  # (setup reads query logs with this module)
+    # the certify run's protocol: the same example selection (--max_order), transform and labels
+    resolve_protocol(args, "certify", args.dataset)
     check_args(args)
     if args.sigma is None or not args.sigma > 0:
         raise MsrsError(f"--sigma must be given and > 0, got {args.sigma}")
-    ds = get_dataset(args.dataset, args.split, args.data_path)
+    ds = get_dataset(args.dataset, args.split, args.data_path, **dataset_options(args, args.dataset))
     idx = select_examples(ds, args, dataset_info(args.dataset).num_classes)
     n = export_queries(ds, idx, args.sigma, args.N0, args.N, args.seed, args.outdir, int(args.batch))
     print(f"wrote {n} query images for {len(idx)} examples under {args.outdir}; answer them into a CSV "
