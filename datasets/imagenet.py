@@ -54,30 +54,6 @@ def _is_image(path: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
-class TensorResizeNoAA:
-    """torchvision 0.13.1's ``Resize(size, BICUBIC)`` on a float tensor (MDDS's pinned version): the shorter
-    side becomes `size`, the longer ``int(size * long / short)``; ``F.interpolate(mode='bicubic',
-    align_corners=False)`` without antialias and without clamping (bicubic overshoots [0, 1]: kept, as
-    MDDS). Today's torchvision antialiases tensors by default, which moves pixels by up to ~0.4."""
-
-    def __init__(self, size: int = 224, interpolation: str = "bicubic"):
-        self.size, self.interpolation = int(size), interpolation
-
-    def __call__(self, x):
-        import torch.nn.functional as F
-        h, w = x.shape[-2:]
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = self.size, int(self.size * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        if (new_h, new_w) == (h, w):
-            return x
-        return F.interpolate(x[None], size=(new_h, new_w), mode=self.interpolation, align_corners=False,
-                             antialias=False)[0]
-
-    def __repr__(self) -> str:
-        return f"TensorResizeNoAA(size={self.size}, interpolation={self.interpolation})"
-
-
 IMAGENET_TRANSFORMS = ("resize256", "mdds", "densepure")
 
 
@@ -85,7 +61,8 @@ def imagenet_transform(transform: Union[str, Callable, None]) -> Callable:
     """The papers' ImageNet (and ImageNet-A/R) preprocessing, PIL image → [C,H,W] pixels:
 
     'resize256' (= 'default'; Cohen, DDS, FT-CADIS): PIL Resize(256) bilinear + CenterCrop(224) + ToTensor.
-    'mdds': ToTensor + `TensorResizeNoAA` (224, bicubic, no antialias, no clamp) + CenterCrop(224), what
+    'mdds': ToTensor + Resize(224, bicubic, antialias=False: no antialias, no clamp on a float tensor) +
+    CenterCrop(224), what
         MDDS's ``get_dataset`` does under torchvision 0.13.1 (ALGORITHMS §3a); values may leave [0, 1].
     'densepure': PIL Resize(256) bicubic + CenterCrop(256) + ToTensor (DensePure datasets.py), fed at 256.
     A callable (PIL image → [C,H,W] in [0,1]) is used as given."""
@@ -94,7 +71,9 @@ def imagenet_transform(transform: Union[str, Callable, None]) -> Callable:
     if transform is None or transform in ("default", "resize256"):
         return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
     if transform == "mdds":
-        return T.Compose([T.ToTensor(), TensorResizeNoAA(224), T.CenterCrop(224)])
+        # torchvision 0.13.1's tensor Resize (MDDS's pinned version) = today's with antialias off
+        return T.Compose([T.ToTensor(), T.Resize(224, interpolation=T.InterpolationMode.BICUBIC, antialias=False),
+                          T.CenterCrop(224)])
     if transform == "densepure":
         return T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(256), T.ToTensor()])
     if callable(transform):

@@ -14,7 +14,7 @@ def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
     """[C,H,W] pixels → [C,size,size] (bicubic, antialias), clamped back to [0,1] because bicubic overshoots.
 
     A convenience of the CIFAR datasets' ``resize=`` option; no reference resizes CIFAR images in the dataset
-    (MDDS's ``Resize(32)`` of a 32×32 image is the identity; ImageNet's MDDS resize is `TensorResizeNoAA`)."""
+    (MDDS's ``Resize(32)`` of a 32×32 image is the identity; ImageNet's MDDS resize is Resize(224) without antialias)."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x[None], size=(size, size), mode="bicubic", align_corners=False,
