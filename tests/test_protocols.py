@@ -81,3 +81,13 @@ def test_rows_pin_the_references():
     # item 13 (pitfall 14): --max checked before --skip only in MDDS certify.py (predict_mdds too)
     assert {n for n, p in P.items() if p.max_order == "max_first"} == {"mdds"}
     assert all(p.predict_max_order == "skip_first" for p in P.values())
+
+
+def test_denoise_vocabularies_are_the_protocols():
+    """core.denoise validates its noise / t* / respacing names itself (the papers' room reads no flags); they are
+    the protocol table's names, which the flags offer."""
+    from core import denoise
+    from core.runs import protocols
+    assert set(denoise.NOISES) == set(protocols.NOISES)
+    assert set(denoise.T_RULES) == set(protocols.T_STARS)
+    assert set(denoise.RESPACINGS) == set(protocols.RESPACINGS)

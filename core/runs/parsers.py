@@ -32,9 +32,6 @@ from core.runs.protocols import (
     T_STARS,
 )
 
-SUBSETS = list(IMAGENET_SUBSETS)
-T_RULES = list(T_STARS)
-
 
 def str2bool(v: str) -> bool:
     if str(v).lower() in ("1", "true", "yes", "on"):
@@ -65,7 +62,7 @@ def data_parser(examples: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--max_order", choices=MAX_ORDERS, default=None,
                    help="max_first (MDDS certify/predict_mdds: stop at --max) or skip_first (Cohen, MDDS predict_ddpm, "
                         "DensePure, Salman: --max is only seen on a kept index, so max %% skip != 0 never stops)")
-    g.add_argument("--subset", choices=SUBSETS, default=None,
+    g.add_argument("--subset", choices=IMAGENET_SUBSETS, default=None,
                    help="ImageNet: skip (every --skip-th image) or one_per_class (FT-CADIS: one random image per "
                         "class, seeded with --seed, then every --skip-th of those); default: the protocol's")
     g.add_argument("--corr_type", default="all",
@@ -112,7 +109,7 @@ def model_parser(smoothing: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--noise_construction", choices=NOISES, default=None,
                    help="x_t from a noisy image: add (MDDS), q_sample (DDS / FT-CADIS: the schedule's noise at t*), "
                         "densepure (exact scale); default: the protocol's")
-    g.add_argument("--t_star", choices=T_RULES, default=None,
+    g.add_argument("--t_star", choices=T_STARS, default=None,
                    help="sigma -> timestep: first (DDS / MDDS) or densepure (float / nearest t*)")
     g.add_argument("--respacing", choices=RESPACINGS, default=None,
                    help="--num_t_steps > 1: discrete betas, or densepure's (continuous cosine alphas on CIFAR)")
