@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 from core.runs.parsers import run_cli, sigma_parser
-from core.train.classifier import IGNORED_SWITCHES, IGNORED_TYPED_FLAGS, IGNORED_VALUE_FLAGS, OBJECTIVES, run
+from core.train.classifier import IGNORED_FLAGS, OBJECTIVES, run
 from core.train.parsers import str2bool, training_family
 
 
@@ -117,13 +117,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--init_scale", type=float, default=None, help="CLIP_B16 head init scale (FT-CLIP default 0.001)")
 
     g = p.add_argument_group("accepted for FT-CLIP / MDDS / FT-CADIS command lines (ignored, with a warning)")
-    for flag in IGNORED_VALUE_FLAGS:
-        g.add_argument(flag, default=None, help=argparse.SUPPRESS)
-    for flag in IGNORED_SWITCHES:
-        g.add_argument(flag, action="store_true", default=None, help=argparse.SUPPRESS)
-    for flag, typ in IGNORED_TYPED_FLAGS:
-        g.add_argument(flag, type=typ, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    for names, (kwargs, _) in IGNORED_FLAGS.items():
+        g.add_argument(*names, default=None, help=argparse.SUPPRESS, **kwargs)
     return p
 
 

@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,19 +54,24 @@ OBJECTIVES = ("clean", "cadis", "consistency")
 DATA_SET_ALIASES = {"CIFAR": "cifar10", "IMNET": "imagenet"}   # FT-CLIP --data_set values
 # reference flags with no effect here (FT-CLIP / BEiT options its CLIP_B16 ignores too, launcher and
 # bookkeeping flags): accepted, and named in one warning
-IGNORED_VALUE_FLAGS = ("--model_prefix", "--eval_data_path", "--dist_url")
-IGNORED_SWITCHES = ("--abs_pos_emb", "--disable_rel_pos_bias")
-IGNORED_TYPED_FLAGS = (("--layer_scale_init_value", float), ("--world_size", int), ("--id", int))
-IGNORED_WHY = {"model_prefix": "OpenAI CLIP's 'visual.' prefix is detected", "eval_data_path": "not read",
-               "dist_url": "torchrun's environment is used", "abs_pos_emb": "CLIP_B16 has absolute positions",
-               "disable_rel_pos_bias": "CLIP_B16 has no relative position bias",
-               "layer_scale_init_value": "CLIP_B16 has no layer scale", "world_size": "torchrun's WORLD_SIZE is used",
-               "id": "FT-CADIS's run id only names its output folder", "local_rank": "torchrun's LOCAL_RANK is used"}
+# {flag names: (argparse keywords, why it changes nothing)}: train_clip.py's parser and the warning both read it
+IGNORED_FLAGS: dict[tuple[str, ...], tuple[dict[str, Any], str]] = {
+    ("--model_prefix",): ({}, "OpenAI CLIP's 'visual.' prefix is detected"),
+    ("--eval_data_path",): ({}, "not read"),
+    ("--dist_url",): ({}, "torchrun's environment is used"),
+    ("--abs_pos_emb",): ({"action": "store_true"}, "CLIP_B16 has absolute positions"),
+    ("--disable_rel_pos_bias",): ({"action": "store_true"}, "CLIP_B16 has no relative position bias"),
+    ("--layer_scale_init_value",): ({"type": float}, "CLIP_B16 has no layer scale"),
+    ("--world_size",): ({"type": int}, "torchrun's WORLD_SIZE is used"),
+    ("--id",): ({"type": int}, "FT-CADIS's run id only names its output folder"),
+    ("--local_rank", "--local-rank"): ({"type": int}, "torchrun's LOCAL_RANK is used"),
+}
 
 
 def ignored_flags(args: argparse.Namespace) -> list[str]:
     """The reference flags given on the command line that change nothing here."""
-    return [f"--{k} ({why})" for k, why in IGNORED_WHY.items() if getattr(args, k, None) is not None]
+    return [f"{names[0]} ({why})" for names, (_, why) in IGNORED_FLAGS.items()
+            if getattr(args, names[0][2:], None) is not None]
 
 
 def resolve_training_protocol(args: argparse.Namespace) -> None:
