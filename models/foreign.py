@@ -86,8 +86,9 @@ def timm_hub_arch(spec: str) -> str | None:
     files = hub_files(spec)
     if files is None:
         return None
-    name = _config(files[0]).get("architecture")
-    return f"timm:{name}" if isinstance(name, str) and "model_type" not in _config(files[0]) else None
+    cfg = _config(files[0])
+    name = cfg.get("architecture")
+    return f"timm:{name}" if isinstance(name, str) and "model_type" not in cfg else None
 
 
 def read_hf_config(path: str) -> dict[str, Any]:
@@ -104,11 +105,7 @@ def read_hf_preprocessor(folder: str) -> dict[str, Any]:
     path = os.path.join(folder, "preprocessor_config.json")
     if not os.path.isfile(path):
         return {"mean": HF_VIT_MEAN, "std": HF_VIT_STD}
-    try:
-        with open(path) as f:
-            pre = json.load(f)
-    except (OSError, ValueError) as e:
-        raise MsrsError(f"cannot read {path}: {e}") from None
+    pre = _config(path)
     return {"mean": tuple(pre.get("image_mean", HF_VIT_MEAN)), "std": tuple(pre.get("image_std", HF_VIT_STD))}
 
 
@@ -206,12 +203,12 @@ def load_hf_vit(spec: str, num_classes: int | None = None) -> tuple[nn.Module, d
     """(timm VisionTransformer in eval mode with the file's weights, preprocessing) from an HF ViT directory
     (or weights file beside its config.json). preprocessing: ``size`` (H, W), ``mean``, ``std`` (the
     processor's, 0.5 by default); the resize kernel is the protocol's (DDS / FT-CADIS: bicubic + antialias)."""
-    files = hf_vit_files(spec)
+    files = hub_files(spec)
     if files is None:
         raise MsrsError(f"{spec}: not an HF ViT checkpoint (expected a directory with config.json and "
                         f"{' or '.join(HF_WEIGHT_FILES)})")
     cfg_path, weights = files
-    cfg = read_hf_config(cfg_path)
+    cfg = read_hf_config(cfg_path)          # read once; MsrsError unless model_type is 'vit'
     found = hf_num_labels(cfg)
     if num_classes is not None and found is not None and found != num_classes:
         raise MsrsError(f"{weights}: the classifier has {found} classes but {num_classes} are expected "
